@@ -1,0 +1,485 @@
+//! Columnar batches: the unit of ingest, WAL logging and memtable storage.
+//!
+//! A [`Batch`] holds one [`Column`] per schema column, all with the same row count. Null rows
+//! keep a slot in the value vector (zero / empty string) so row `i` is always at index `i`;
+//! validity says which slots are real. Batches are immutable once built and shared by `Arc`.
+
+use crate::schema::{ColumnType, Schema};
+use std::fmt;
+
+/// UTF-8 strings stored Arrow-style: `offsets[i]..offsets[i + 1]` is row `i` in `data`.
+/// Invariant: `offsets.len() == rows + 1`, offsets non-decreasing, on char boundaries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TextValues {
+    pub offsets: Vec<u32>,
+    pub data: Vec<u8>,
+}
+
+impl TextValues {
+    pub fn with_capacity(rows: usize, bytes: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        TextValues { offsets, data: Vec::with_capacity(bytes) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn push(&mut self, s: &str) {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        self.data.extend_from_slice(s.as_bytes());
+        let end = u32::try_from(self.data.len()).expect("text column exceeds 4 GiB");
+        self.offsets.push(end);
+    }
+
+    pub fn get(&self, i: usize) -> &str {
+        let (start, end) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
+        // Invariant of the type: built from &str, or validated by the codec.
+        std::str::from_utf8(&self.data[start..end]).expect("text column holds valid UTF-8")
+    }
+
+    pub fn get_bytes(&self, i: usize) -> &[u8] {
+        &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnValues {
+    Bool(Vec<bool>),
+    Int64(Vec<i64>),
+    Float64(Vec<f64>),
+    Timestamp(Vec<i64>),
+    Text(TextValues),
+    Uuid(Vec<[u8; 16]>),
+}
+
+impl ColumnValues {
+    pub fn empty(ty: ColumnType, rows: usize) -> ColumnValues {
+        match ty {
+            ColumnType::Bool => ColumnValues::Bool(Vec::with_capacity(rows)),
+            ColumnType::Int64 => ColumnValues::Int64(Vec::with_capacity(rows)),
+            ColumnType::Float64 => ColumnValues::Float64(Vec::with_capacity(rows)),
+            ColumnType::Timestamp => ColumnValues::Timestamp(Vec::with_capacity(rows)),
+            ColumnType::Text => ColumnValues::Text(TextValues::with_capacity(rows, rows * 8)),
+            ColumnType::Uuid => ColumnValues::Uuid(Vec::with_capacity(rows)),
+        }
+    }
+
+    pub fn column_type(&self) -> ColumnType {
+        match self {
+            ColumnValues::Bool(_) => ColumnType::Bool,
+            ColumnValues::Int64(_) => ColumnType::Int64,
+            ColumnValues::Float64(_) => ColumnType::Float64,
+            ColumnValues::Timestamp(_) => ColumnType::Timestamp,
+            ColumnValues::Text(_) => ColumnType::Text,
+            ColumnValues::Uuid(_) => ColumnType::Uuid,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            ColumnValues::Bool(v) => v.len(),
+            ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => v.len(),
+            ColumnValues::Float64(v) => v.len(),
+            ColumnValues::Text(v) => v.len(),
+            ColumnValues::Uuid(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Approximate heap bytes, for memtable accounting.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            ColumnValues::Bool(v) => v.len(),
+            ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => v.len() * 8,
+            ColumnValues::Float64(v) => v.len() * 8,
+            ColumnValues::Text(v) => v.offsets.len() * 4 + v.data.len(),
+            ColumnValues::Uuid(v) => v.len() * 16,
+        }
+    }
+
+    /// Appends row `i` of `src` (same type). Panics on a type mismatch: a programmer error.
+    fn push_from(&mut self, src: &ColumnValues, i: usize) {
+        match (self, src) {
+            (ColumnValues::Bool(d), ColumnValues::Bool(s)) => d.push(s[i]),
+            (ColumnValues::Int64(d), ColumnValues::Int64(s)) => d.push(s[i]),
+            (ColumnValues::Timestamp(d), ColumnValues::Timestamp(s)) => d.push(s[i]),
+            (ColumnValues::Float64(d), ColumnValues::Float64(s)) => d.push(s[i]),
+            (ColumnValues::Uuid(d), ColumnValues::Uuid(s)) => d.push(s[i]),
+            (ColumnValues::Text(d), ColumnValues::Text(s)) => {
+                d.data.extend_from_slice(s.get_bytes(i));
+                d.offsets.push(d.data.len() as u32);
+            }
+            (d, s) => panic!("column type mismatch: {:?} vs {:?}", d.column_type(), s.column_type()),
+        }
+    }
+}
+
+/// One column: values plus optional validity (`true` = not null). `None` means no nulls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub values: ColumnValues,
+    pub validity: Option<Vec<bool>>,
+}
+
+impl Column {
+    pub fn new(values: ColumnValues, validity: Option<Vec<bool>>) -> Column {
+        if let Some(v) = &validity {
+            assert_eq!(v.len(), values.len(), "validity length must equal value count");
+        }
+        Column { values, validity }
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_null(&self, i: usize) -> bool {
+        self.validity.as_ref().is_some_and(|v| !v[i])
+    }
+
+    pub fn null_count(&self) -> usize {
+        self.validity.as_ref().map_or(0, |v| v.iter().filter(|b| !**b).count())
+    }
+
+    pub fn value(&self, i: usize) -> Value {
+        if self.is_null(i) {
+            return Value::Null;
+        }
+        match &self.values {
+            ColumnValues::Bool(v) => Value::Bool(v[i]),
+            ColumnValues::Int64(v) => Value::Int64(v[i]),
+            ColumnValues::Float64(v) => Value::Float64(v[i]),
+            ColumnValues::Timestamp(v) => Value::Timestamp(v[i]),
+            ColumnValues::Text(v) => Value::Text(v.get(i).to_string()),
+            ColumnValues::Uuid(v) => Value::Uuid(v[i]),
+        }
+    }
+
+    /// The text at row `i`, or `None` when null. Panics if the column is not text.
+    pub fn text(&self, i: usize) -> Option<&str> {
+        match &self.values {
+            ColumnValues::Text(v) if !self.is_null(i) => Some(v.get(i)),
+            ColumnValues::Text(_) => None,
+            other => panic!("text() on a {:?} column", other.column_type()),
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.values.heap_bytes() + self.validity.as_ref().map_or(0, |v| v.len())
+    }
+}
+
+/// An owned cell value, for row-at-a-time building, dumps and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int64(i64),
+    Float64(f64),
+    Timestamp(i64),
+    Text(String),
+    Uuid([u8; 16]),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => write!(f, "NULL"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int64(v) | Value::Timestamp(v) => write!(f, "{v}"),
+            Value::Float64(v) => write!(f, "{v}"),
+            Value::Text(s) => write!(f, "{s}"),
+            Value::Uuid(u) => write!(f, "{}", format_uuid(u)),
+        }
+    }
+}
+
+/// Formats 16 bytes as the canonical hyphenated lowercase UUID.
+pub fn format_uuid(u: &[u8; 16]) -> String {
+    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// A columnar batch. Invariant: every column has `rows` values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    columns: Vec<Column>,
+    rows: usize,
+}
+
+impl Batch {
+    /// Builds a batch and checks it against `schema`: column count, types, equal lengths and no
+    /// nulls in non-nullable columns. Errors are descriptive strings for the caller to wrap.
+    pub fn try_new(schema: &Schema, columns: Vec<Column>) -> Result<Batch, String> {
+        if columns.len() != schema.columns.len() {
+            return Err(format!(
+                "table {} has {} columns, batch has {}",
+                schema.name,
+                schema.columns.len(),
+                columns.len()
+            ));
+        }
+        let rows = columns.first().map_or(0, Column::len);
+        for (def, col) in schema.columns.iter().zip(&columns) {
+            if col.values.column_type() != def.ty {
+                return Err(format!(
+                    "column {} is {}, batch has {}",
+                    def.name,
+                    def.ty.name(),
+                    col.values.column_type().name()
+                ));
+            }
+            if col.len() != rows {
+                return Err(format!("column {} has {} rows, expected {rows}", def.name, col.len()));
+            }
+            if !def.nullable && col.null_count() > 0 {
+                return Err(format!("column {} is not nullable but has nulls", def.name));
+            }
+        }
+        Ok(Batch { columns, rows })
+    }
+
+    pub fn empty(schema: &Schema) -> Batch {
+        let columns =
+            schema.columns.iter().map(|c| Column::new(ColumnValues::empty(c.ty, 0), None)).collect();
+        Batch { columns, rows: 0 }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    pub fn column(&self, i: usize) -> &Column {
+        &self.columns[i]
+    }
+
+    pub fn into_columns(self) -> Vec<Column> {
+        self.columns
+    }
+
+    pub fn row(&self, i: usize) -> Vec<Value> {
+        self.columns.iter().map(|c| c.value(i)).collect()
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.columns.iter().map(Column::heap_bytes).sum()
+    }
+
+    /// A new batch holding the given rows of `self`, in the given order.
+    pub fn take(&self, indices: &[u32]) -> Batch {
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| {
+                let mut values = ColumnValues::empty(c.values.column_type(), indices.len());
+                for &i in indices {
+                    values.push_from(&c.values, i as usize);
+                }
+                let validity = c
+                    .validity
+                    .as_ref()
+                    .map(|v| indices.iter().map(|&i| v[i as usize]).collect::<Vec<bool>>())
+                    .filter(|v| v.iter().any(|b| !b));
+                Column::new(values, validity)
+            })
+            .collect();
+        Batch { columns, rows: indices.len() }
+    }
+
+    /// Concatenates batches of one schema. Panics if they disagree: callers only concatenate
+    /// batches validated against the same schema.
+    pub fn concat(schema: &Schema, batches: &[&Batch]) -> Batch {
+        let rows: usize = batches.iter().map(|b| b.rows).sum();
+        let mut columns = Vec::with_capacity(schema.columns.len());
+        for (ci, def) in schema.columns.iter().enumerate() {
+            let mut values = ColumnValues::empty(def.ty, rows);
+            let any_nulls = batches.iter().any(|b| b.columns[ci].validity.is_some());
+            let mut validity = any_nulls.then(|| Vec::with_capacity(rows));
+            for b in batches {
+                let src = &b.columns[ci];
+                append_values(&mut values, &src.values);
+                if let Some(v) = validity.as_mut() {
+                    match &src.validity {
+                        Some(sv) => v.extend_from_slice(sv),
+                        None => v.resize(v.len() + src.len(), true),
+                    }
+                }
+            }
+            columns.push(Column::new(values, validity));
+        }
+        Batch { columns, rows }
+    }
+}
+
+fn append_values(dst: &mut ColumnValues, src: &ColumnValues) {
+    match (dst, src) {
+        (ColumnValues::Bool(d), ColumnValues::Bool(s)) => d.extend_from_slice(s),
+        (ColumnValues::Int64(d), ColumnValues::Int64(s)) => d.extend_from_slice(s),
+        (ColumnValues::Timestamp(d), ColumnValues::Timestamp(s)) => d.extend_from_slice(s),
+        (ColumnValues::Float64(d), ColumnValues::Float64(s)) => d.extend_from_slice(s),
+        (ColumnValues::Uuid(d), ColumnValues::Uuid(s)) => d.extend_from_slice(s),
+        (ColumnValues::Text(d), ColumnValues::Text(s)) => {
+            let base = d.data.len() as u32;
+            d.data.extend_from_slice(&s.data);
+            d.offsets.extend(s.offsets[1..].iter().map(|o| o + base));
+        }
+        (d, s) => panic!("column type mismatch: {:?} vs {:?}", d.column_type(), s.column_type()),
+    }
+}
+
+/// Builds a batch row by row (tests, demo data, dumps) or column by column (load generator).
+pub struct BatchBuilder {
+    schema: Schema,
+    columns: Vec<(ColumnValues, Vec<bool>)>,
+}
+
+impl BatchBuilder {
+    pub fn new(schema: &Schema, rows_hint: usize) -> BatchBuilder {
+        let columns = schema
+            .columns
+            .iter()
+            .map(|c| (ColumnValues::empty(c.ty, rows_hint), Vec::with_capacity(rows_hint)))
+            .collect();
+        BatchBuilder { schema: schema.clone(), columns }
+    }
+
+    /// Appends one value to column `col`. A value of the wrong type is an error string.
+    pub fn push(&mut self, col: usize, value: &Value) -> Result<(), String> {
+        let (values, validity) = &mut self.columns[col];
+        match (values, value) {
+            (ColumnValues::Bool(v), Value::Bool(x)) => v.push(*x),
+            (ColumnValues::Int64(v), Value::Int64(x)) => v.push(*x),
+            (ColumnValues::Timestamp(v), Value::Timestamp(x)) => v.push(*x),
+            (ColumnValues::Float64(v), Value::Float64(x)) => v.push(*x),
+            (ColumnValues::Uuid(v), Value::Uuid(x)) => v.push(*x),
+            (ColumnValues::Text(v), Value::Text(x)) => v.push(x),
+            (values, Value::Null) => push_null(values),
+            (values, other) => {
+                return Err(format!(
+                    "column {} is {}, value {other:?} is not",
+                    self.schema.columns[col].name,
+                    values.column_type().name()
+                ))
+            }
+        }
+        validity.push(!matches!(value, Value::Null));
+        Ok(())
+    }
+
+    /// Appends text (or null) to column `col` without allocating a [`Value`].
+    pub fn push_text(&mut self, col: usize, s: Option<&str>) {
+        let (values, validity) = &mut self.columns[col];
+        match (values, s) {
+            (ColumnValues::Text(v), Some(s)) => v.push(s),
+            (ColumnValues::Text(v), None) => v.push(""),
+            (other, _) => panic!("push_text on a {:?} column", other.column_type()),
+        }
+        validity.push(s.is_some());
+    }
+
+    pub fn push_row(&mut self, row: &[Value]) -> Result<(), String> {
+        if row.len() != self.columns.len() {
+            return Err(format!("row has {} values, table has {}", row.len(), self.columns.len()));
+        }
+        for (i, v) in row.iter().enumerate() {
+            self.push(i, v)?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<Batch, String> {
+        let columns = self
+            .columns
+            .into_iter()
+            .map(|(values, validity)| {
+                let validity = validity.iter().any(|b| !b).then_some(validity);
+                Column::new(values, validity)
+            })
+            .collect();
+        Batch::try_new(&self.schema, columns)
+    }
+}
+
+fn push_null(values: &mut ColumnValues) {
+    match values {
+        ColumnValues::Bool(v) => v.push(false),
+        ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => v.push(0),
+        ColumnValues::Float64(v) => v.push(0.0),
+        ColumnValues::Uuid(v) => v.push([0; 16]),
+        ColumnValues::Text(v) => v.push(""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{ColumnDef, ColumnType};
+
+    fn schema() -> Schema {
+        Schema::new(
+            "t",
+            vec![
+                ColumnDef::new("id", ColumnType::Int64, false),
+                ColumnDef::new("name", ColumnType::Text, true),
+            ],
+            vec![0],
+            vec![1],
+        )
+        .unwrap()
+    }
+
+    fn build(rows: &[(i64, Option<&str>)]) -> Batch {
+        let mut b = BatchBuilder::new(&schema(), rows.len());
+        for (id, name) in rows {
+            let name = name.map_or(Value::Null, |s| Value::Text(s.into()));
+            b.push_row(&[Value::Int64(*id), name]).unwrap();
+        }
+        b.finish().unwrap()
+    }
+
+    #[test]
+    fn take_and_concat_preserve_values_and_nulls() {
+        let a = build(&[(1, Some("x")), (2, None)]);
+        let b = build(&[(3, Some("yy"))]);
+        let c = Batch::concat(&schema(), &[&a, &b]);
+        assert_eq!(c.rows(), 3);
+        assert_eq!(c.row(1), vec![Value::Int64(2), Value::Null]);
+        assert_eq!(c.row(2), vec![Value::Int64(3), Value::Text("yy".into())]);
+        let t = c.take(&[2, 0]);
+        assert_eq!(t.row(0), vec![Value::Int64(3), Value::Text("yy".into())]);
+        assert_eq!(t.row(1), vec![Value::Int64(1), Value::Text("x".into())]);
+        assert!(t.column(1).validity.is_none(), "no nulls left means no validity vector");
+    }
+
+    #[test]
+    fn nulls_in_non_nullable_column_are_rejected() {
+        let mut b = BatchBuilder::new(&schema(), 1);
+        b.push_row(&[Value::Null, Value::Null]).unwrap();
+        assert!(b.finish().unwrap_err().contains("not nullable"));
+    }
+
+    #[test]
+    fn uuid_formatting() {
+        let u = [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8];
+        assert_eq!(format_uuid(&u), "12345678-9abc-def0-0102-030405060708");
+    }
+}
