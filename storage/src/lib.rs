@@ -1,1 +1,4 @@
-//! Being written.
+//! Lookback's storage layer (being written).
+
+pub mod error;
+pub use error::StorageError;
