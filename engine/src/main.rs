@@ -1,1 +1,86 @@
-fn main() {}
+//! The `lookback` binary: `serve` runs the server; `dump` prints a table's rows.
+
+mod config;
+mod demo;
+mod dump;
+mod http;
+mod ingest_sink;
+mod metrics;
+mod server;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "lookback", version, about = "Lookback: a database engine for marketing and mobile attribution")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// TOML configuration file (flags override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        ingest_addr: Option<String>,
+        #[arg(long)]
+        pg_addr: Option<String>,
+        #[arg(long)]
+        http_addr: Option<String>,
+        /// "text" or "json".
+        #[arg(long)]
+        log_format: Option<String>,
+        /// Load a small demo dataset when the events table is empty.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Print a table's rows as JSON lines (the server must be stopped).
+    Dump {
+        #[arg(long, default_value = "./lookback-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "events")]
+        table: String,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOOKBACK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Serve { config, data_dir, ingest_addr, pg_addr, http_addr, log_format, demo } => {
+            let mut c = config::Config::load(config.as_deref())?;
+            c.data_dir = data_dir.unwrap_or(c.data_dir);
+            c.ingest_addr = ingest_addr.unwrap_or(c.ingest_addr);
+            c.pg_addr = pg_addr.unwrap_or(c.pg_addr);
+            c.http_addr = http_addr.unwrap_or(c.http_addr);
+            c.log_format = log_format.unwrap_or(c.log_format);
+            init_logging(&c.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("lookback").build()?;
+            runtime.block_on(server::serve(c, demo))
+        }
+        Command::Dump { data_dir, table } => {
+            init_logging("text");
+            let options = lookback_storage::DbOptions::new(data_dir);
+            let stdout = std::io::stdout();
+            let rows = dump::dump(options, &table, &mut stdout.lock())?;
+            eprintln!("{rows} rows");
+            Ok(())
+        }
+    }
+}

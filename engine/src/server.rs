@@ -1,0 +1,87 @@
+//! `lookback serve`: opens the data directory, starts the ingest and HTTP listeners, and shuts
+//! everything down in order on SIGINT/SIGTERM (stop accepting, ack what was admitted, flush,
+//! close the WAL).
+
+use crate::config::Config;
+use crate::http::{router, HttpState};
+use crate::ingest_sink::DbSink;
+use anyhow::{Context, Result};
+use lookback_storage::Db;
+use lookback_wire::ingest::IngestServerStats;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long shutdown waits for listeners to drain before closing the database anyway.
+const SHUTDOWN_DRAIN_MS: u64 = 10_000;
+
+pub async fn serve(config: Config, demo: bool) -> Result<()> {
+    let started = Instant::now();
+    let options = config.db_options()?;
+    let db = tokio::task::spawn_blocking(move || Db::open(options)).await?.context("open data directory")?;
+    let db = Arc::new(db);
+    if demo {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || crate::demo::load_if_empty(&db)).await??;
+    }
+    let ingest_listener = bind(&config.ingest_addr, "ingest").await?;
+    let http_listener = bind(&config.http_addr, "http").await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let stats = Arc::new(IngestServerStats::default());
+    let sink = Arc::new(DbSink::new(db.clone(), Duration::from_millis(config.ingest.admit_timeout_ms)));
+    let ingest = tokio::spawn(lookback_wire::ingest::serve(
+        ingest_listener,
+        sink,
+        config.ingest_server_config(),
+        stats.clone(),
+        shutdown_rx.clone(),
+    ));
+    let app = router(HttpState { db: db.clone(), ingest: stats, started });
+    let mut http_shutdown = shutdown_rx.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        ingest_addr = %config.ingest_addr,
+        http_addr = %config.http_addr,
+        pg_addr = %config.pg_addr,
+        wal_backend = ?db.wal().backend(),
+        "lookback is ready (the SQL endpoint on pg_addr arrives with the pgwire work)"
+    );
+    let signal = wait_for_signal().await;
+    tracing::info!(signal, "shutting down");
+    let _ = shutdown_tx.send(true);
+    let drain = Duration::from_millis(SHUTDOWN_DRAIN_MS);
+    match tokio::time::timeout(drain, ingest).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "ingest server stopped with an error"),
+        Err(_) => tracing::warn!("ingest connections did not drain in time"),
+        _ => {}
+    }
+    let _ = tokio::time::timeout(drain, http).await;
+    tokio::task::spawn_blocking(move || db.shutdown()).await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("bind {what} listener on {addr}"))
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the server can only be killed; keep serving.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

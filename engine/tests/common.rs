@@ -1,0 +1,142 @@
+//! Helpers for tests that run the real `lookback` binary.
+#![allow(dead_code)]
+
+use lookback_common::{batch::format_uuid, Batch, BatchBuilder, Schema, Value};
+use rand::rngs::SmallRng;
+use rand::Rng;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub ingest_addr: String,
+    pub http_addr: String,
+}
+
+pub fn lookback_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lookback")
+}
+
+impl Server {
+    /// Starts `lookback serve` and waits until its ingest port accepts connections.
+    pub fn start(data_dir: &Path, ingest_addr: &str, http_addr: &str, extra: &[&str]) -> Server {
+        let pg_addr = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["serve", "--data-dir", data_dir.to_str().unwrap(), "--ingest-addr", ingest_addr];
+        args.extend(["--http-addr", http_addr, "--pg-addr", &pg_addr]);
+        args.extend(extra);
+        let log = std::fs::File::options().create(true).append(true).open(data_dir.with_extension("log")).unwrap();
+        let child = Command::new(lookback_bin())
+            .args(&args)
+            .env("LOOKBACK_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn lookback serve");
+        let server = Server { child, data_dir: data_dir.to_path_buf(), ingest_addr: ingest_addr.into(), http_addr: http_addr.into() };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&self.http_addr).is_err() {
+            assert!(Instant::now() < deadline, "server did not start; see {}", self.data_dir.with_extension("log").display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn terminate(mut self) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "clean shutdown must exit 0, got {status}");
+    }
+}
+
+/// Runs `lookback dump` and returns the JSON objects.
+pub fn dump(data_dir: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let out = Command::new(lookback_bin())
+        .args(["dump", "--data-dir", data_dir.to_str().unwrap()])
+        .env("LOOKBACK_LOG", "warn")
+        .output()
+        .expect("run lookback dump");
+    assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().as_object().unwrap().clone())
+        .collect()
+}
+
+pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+pub fn random_event(rng: &mut SmallRng, producer: u64) -> Vec<Value> {
+    let text = |s: String| Value::Text(s);
+    let device = rng.gen_range(0..500);
+    let kind = ["impression", "click", "install", "purchase"][rng.gen_range(0..4)];
+    vec![
+        Value::Uuid(rng.gen()),
+        text(format!("app{}", producer % 3)),
+        Value::Timestamp(1_793_491_200_000_000 + rng.gen_range(0..86_400_000_000i64)),
+        text(kind.into()),
+        text(format!("device-{device}")),
+        if rng.gen_bool(0.3) { text(format!("user-{device}")) } else { Value::Null },
+        text(format!("192.168.{}.{}", device / 250, device % 250)),
+        text("Mozilla/5.0 (Linux; Android 14) ✓".into()),
+        text("android".into()),
+        if kind == "purchase" { Value::Null } else { text(format!("channel-{}", device % 7)) },
+        Value::Null,
+        if kind == "purchase" { Value::Float64(rng.gen_range(0.5..100.0)) } else { Value::Null },
+        if kind == "purchase" { text("USD".into()) } else { Value::Null },
+        text(format!("{{\"n\":{}}}", rng.gen_range(0..1000))),
+    ]
+}
+
+pub fn build(rows: &[Vec<Value>]) -> Batch {
+    let schema = Schema::events();
+    let mut b = BatchBuilder::new(&schema, rows.len());
+    rows.iter().for_each(|r| b.push_row(r).unwrap());
+    b.finish().unwrap()
+}
+
+/// The JSON object `lookback dump` prints for a row.
+pub fn expected_json(row: &[Value]) -> serde_json::Map<String, serde_json::Value> {
+    let schema = Schema::events();
+    schema
+        .columns
+        .iter()
+        .zip(row)
+        .map(|(c, v)| {
+            let j = match v {
+                Value::Null => serde_json::Value::Null,
+                Value::Bool(b) => (*b).into(),
+                Value::Int64(i) | Value::Timestamp(i) => (*i).into(),
+                Value::Float64(f) => serde_json::Number::from_f64(*f).unwrap().into(),
+                Value::Text(s) => s.clone().into(),
+                Value::Uuid(u) => format_uuid(u).into(),
+            };
+            (c.name.clone(), j)
+        })
+        .collect()
+}

@@ -1,0 +1,35 @@
+//! Errors of the database layer (the write path and snapshots).
+
+use crate::error::StorageError;
+use lookback_wal::WalError;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone)]
+pub enum DbError {
+    #[error("table {0:?} does not exist")]
+    UnknownTable(String),
+    #[error("schema mismatch: {0}")]
+    SchemaMismatch(String),
+    /// Memtables are full because flushing is behind: retry later (backpressure).
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    #[error("the database is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Wal(#[from] WalError),
+    #[error("{0}")]
+    Storage(String),
+    #[error("data directory {path} is locked by another lookback process")]
+    Locked { path: String },
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl From<StorageError> for DbError {
+    fn from(e: StorageError) -> DbError {
+        match e {
+            StorageError::Corrupt { .. } => DbError::Corrupt(e.to_string()),
+            other => DbError::Storage(other.to_string()),
+        }
+    }
+}

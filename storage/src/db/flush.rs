@@ -1,0 +1,326 @@
+//! Flushing memtables to segments, committing manifests, and size-tiered compaction.
+//!
+//! Commit protocol for a new segment (each step durable before the next):
+//! 1. wait until the WAL is durable up to the memtable's last LSN;
+//! 2. sort rows by the table's sort key and write `segments/<id>.seg` (fsync file, fsync dir);
+//! 3. swap the segment in for the frozen memtable (readers switch atomically) and write the new
+//!    manifest (temp, fsync, rename, fsync dir);
+//! 4. checkpoint the WAL at the lowest LSN still only in memory, minus one: only now may WAL
+//!    segments be recycled. Compaction inputs are deleted only after step 3.
+//!
+//! A crash between any two steps leaves either an orphan segment file (removed at start-up;
+//! its rows are replayed from the WAL) or a committed manifest with the WAL still holding
+//! records it no longer needs (skipped by LSN at replay). A failed step leaves the frozen
+//! memtable in memory and is retried on the next flush, so a full disk stops flushing — and,
+//! through memory_bytes_max, admission — until space returns, without a restart.
+
+use super::recovery::segment_path;
+use super::{now_unix_ms, DbError, DbState, Inner, LiveSegment};
+use crate::fsutil;
+use crate::manifest::{self, Manifest, SegmentEntry, TableEntry};
+use crate::memtable::Memtable;
+use crate::segment::{write_segment, SegmentInfo, SegmentWriteOptions};
+use crate::segment::Segment;
+use crate::sort::sort_batch;
+use lookback_common::{Batch, Lsn, Schema};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub(super) fn start_flusher(inner: Arc<Inner>) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("lookback-flush".into())
+        .spawn(move || flusher_loop(&inner))
+        .expect("spawn the flusher thread")
+}
+
+pub(super) fn wake_flusher(inner: &Inner) {
+    *inner.flush_wakeup_lock.lock() = true;
+    inner.flush_wakeup.notify_one();
+}
+
+fn flusher_loop(inner: &Inner) {
+    let interval = Duration::from_millis(inner.options.flush_interval_ms.max(10));
+    let tick = interval.min(Duration::from_millis(500));
+    loop {
+        {
+            let mut woken = inner.flush_wakeup_lock.lock();
+            if !*woken {
+                inner.flush_wakeup.wait_for(&mut woken, tick);
+            }
+            *woken = false;
+        }
+        if inner.stopping.load(Ordering::Acquire) || inner.wal.poisoned().is_some() {
+            return;
+        }
+        for table in tables_due(inner, interval) {
+            if let Err(e) = flush_table(inner, &table) {
+                inner.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(table, error = %e, "flush failed; data stays in memory and the WAL, retrying");
+                std::thread::sleep(tick);
+            }
+        }
+        if let Err(e) = compact_tiered(inner) {
+            inner.stats.compaction_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "compaction failed; will retry");
+        }
+    }
+}
+
+/// Tables whose active memtable is full, whose oldest batch is older than the flush interval,
+/// or that have frozen memtables left over from a failed flush.
+fn tables_due(inner: &Inner, interval: Duration) -> Vec<String> {
+    let state = inner.state.lock();
+    let now = now_unix_ms();
+    state
+        .tables
+        .iter()
+        .filter(|(_, t)| {
+            let full = t.active.bytes() >= inner.options.memtable_bytes_max;
+            let old = t.active.batches().first().is_some_and(|b| now.saturating_sub(b.ingest_unix_ms) >= interval.as_millis() as u64);
+            full || old || !t.frozen.is_empty()
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+pub(super) fn flush_all(inner: &Inner) -> Result<(), DbError> {
+    let names: Vec<String> = inner.state.lock().tables.keys().cloned().collect();
+    for name in names {
+        flush_table(inner, &name)?;
+    }
+    Ok(())
+}
+
+/// Freezes the active memtable and flushes every frozen memtable of `table`, oldest first.
+fn flush_table(inner: &Inner, table: &str) -> Result<(), DbError> {
+    let _commit = inner.commit_lock.lock();
+    let frozen: Vec<Arc<Memtable>> = {
+        let mut state = inner.state.lock();
+        let t = state.tables.get_mut(table).ok_or_else(|| DbError::UnknownTable(table.into()))?;
+        if !t.active.is_empty() {
+            let active = std::mem::take(&mut t.active);
+            t.frozen.push(Arc::new(active));
+        }
+        t.frozen.clone()
+    };
+    for m in frozen {
+        flush_frozen(inner, table, &m)?;
+    }
+    Ok(())
+}
+
+fn flush_frozen(inner: &Inner, table: &str, frozen: &Arc<Memtable>) -> Result<(), DbError> {
+    let started = Instant::now();
+    let (min_lsn, max_lsn) = (frozen.min_lsn().unwrap_or(0), frozen.max_lsn().unwrap_or(0));
+    inner.wal.wait_durable(max_lsn)?;
+    let schema = table_schema(inner, table)?;
+    let parts: Vec<&Batch> = frozen.batches().iter().map(|b| b.batch.as_ref()).filter(|b| b.rows() > 0).collect();
+    let new_segment = if parts.is_empty() {
+        None
+    } else {
+        let batch = Batch::concat(&schema, &parts);
+        let ingest = frozen.ingest_range_ms();
+        let info = (min_lsn, max_lsn, ingest, 0u8);
+        Some(write_sorted_segment(inner, &schema, batch, info, &inner.options.flush_segment)?)
+    };
+    commit(inner, |state| {
+        let t = state.tables.get_mut(table).expect("tables are never dropped while flushing");
+        t.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
+        t.segments.extend(new_segment);
+    })?;
+    inner.stats.flushes.fetch_add(1, Ordering::Relaxed);
+    inner.stats.flush_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    tracing::debug!(table, rows = frozen.rows(), min_lsn, max_lsn, ms = started.elapsed().as_millis() as u64, "flushed memtable");
+    Ok(())
+}
+
+fn table_schema(inner: &Inner, table: &str) -> Result<Arc<Schema>, DbError> {
+    let state = inner.state.lock();
+    Ok(state.tables.get(table).ok_or_else(|| DbError::UnknownTable(table.into()))?.schema.clone())
+}
+
+/// (min_lsn, max_lsn, (min_ingest_ms, max_ingest_ms), level)
+type SegmentOrigin = (Lsn, Lsn, (u64, u64), u8);
+
+/// Sorts `batch`, writes it as a new segment file, syncs the directory and opens it.
+fn write_sorted_segment(
+    inner: &Inner,
+    schema: &Schema,
+    batch: Batch,
+    (min_lsn, max_lsn, (min_ingest_ms, max_ingest_ms), level): SegmentOrigin,
+    write_options: &SegmentWriteOptions,
+) -> Result<LiveSegment, DbError> {
+    let id = {
+        let mut state = inner.state.lock();
+        state.next_segment_id += 1;
+        state.next_segment_id - 1
+    };
+    let sorted = sort_batch(schema, &batch);
+    drop(batch);
+    let path = segment_path(&inner.options, id);
+    let info = SegmentInfo { segment_id: id, min_lsn, max_lsn };
+    let faults = &inner.options.faults;
+    let written = write_segment(&path, schema, &sorted, &info, write_options, faults)
+        .and_then(|summary| fsutil::sync_dir(&inner.options.segments_dir(), faults).map(|_| summary));
+    let summary = match written {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+    };
+    let segment = Segment::open(&path)?;
+    assert_eq!(segment.rows(), sorted.rows() as u64, "segment read back must hold every row written");
+    let entry = SegmentEntry { id, rows: summary.rows, file_bytes: summary.file_bytes, min_lsn, max_lsn, min_ingest_ms, max_ingest_ms, level };
+    Ok(LiveSegment { entry, segment: Arc::new(segment) })
+}
+
+/// Applies `mutate` to the state and durably writes the resulting manifest, then checkpoints
+/// the WAL. Callers hold `commit_lock`.
+fn commit(inner: &Inner, mutate: impl FnOnce(&mut DbState)) -> Result<(), DbError> {
+    let manifest = {
+        let mut state = inner.state.lock();
+        mutate(&mut state);
+        state.manifest_generation += 1;
+        build_manifest(&state, inner.wal.last_assigned_lsn())
+    };
+    manifest::write_manifest(&inner.options.data_dir, &manifest, &inner.options.faults)?;
+    inner.wal.checkpoint(manifest.checkpoint_lsn)?;
+    Ok(())
+}
+
+/// Builds the manifest for the current state. The checkpoint is the LSN below the oldest
+/// record still only in a memtable; with nothing in memory, everything assigned is in segments
+/// (admission assigns LSNs and fills memtables under the same lock that is held here).
+fn build_manifest(state: &DbState, last_assigned: Lsn) -> Manifest {
+    let oldest_in_memory = state
+        .tables
+        .values()
+        .flat_map(|t| t.frozen.iter().map(|f| f.as_ref()).chain(std::iter::once(&t.active)))
+        .filter_map(|m| m.min_lsn())
+        .min();
+    let checkpoint_lsn = oldest_in_memory.map_or(last_assigned, |lsn| lsn - 1);
+    let mut tables: Vec<TableEntry> = state
+        .tables
+        .values()
+        .map(|t| TableEntry { schema: t.schema.as_ref().clone(), segments: t.segments.iter().map(|s| s.entry.clone()).collect() })
+        .collect();
+    tables.sort_by(|a, b| a.schema.name.cmp(&b.schema.name));
+    Manifest {
+        generation: state.manifest_generation,
+        checkpoint_lsn,
+        next_segment_id: state.next_segment_id,
+        tables,
+        producers: state.producers.entries(),
+    }
+}
+
+/// Size-tiered compaction: while some level of some table holds `compaction_fan_in` segments
+/// whose rows fit in `compaction_rows_max`, merge the oldest of them into the next level.
+fn compact_tiered(inner: &Inner) -> Result<(), DbError> {
+    loop {
+        let pick = {
+            let state = inner.state.lock();
+            state.tables.iter().find_map(|(name, t)| pick_tier(inner, &t.segments).map(|ids| (name.clone(), ids)))
+        };
+        let Some((table, ids)) = pick else { return Ok(()) };
+        if inner.stopping.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        merge(inner, &table, &ids)?;
+    }
+}
+
+fn pick_tier(inner: &Inner, segments: &[LiveSegment]) -> Option<Vec<u64>> {
+    let fan_in = inner.options.compaction_fan_in.max(2);
+    let max_level = segments.iter().map(|s| s.entry.level).max()?;
+    for level in 0..=max_level {
+        let mut at: Vec<&LiveSegment> = segments.iter().filter(|s| s.entry.level == level).collect();
+        if at.len() < fan_in {
+            continue;
+        }
+        at.sort_by_key(|s| s.entry.min_lsn);
+        let group = &at[..fan_in];
+        if group.iter().map(|s| s.entry.rows).sum::<u64>() <= inner.options.compaction_rows_max {
+            return Some(group.iter().map(|s| s.entry.id).collect());
+        }
+    }
+    None
+}
+
+/// Merges every table's segments into as few as `compaction_rows_max` allows.
+pub(super) fn compact_full(inner: &Inner) -> Result<(), DbError> {
+    let plans: Vec<(String, Vec<Vec<u64>>)> = {
+        let state = inner.state.lock();
+        state.tables.iter().map(|(name, t)| (name.clone(), plan_full(&t.segments, inner.options.compaction_rows_max))).collect()
+    };
+    for (table, groups) in plans {
+        for ids in groups {
+            merge(inner, &table, &ids)?;
+        }
+    }
+    Ok(())
+}
+
+fn plan_full(segments: &[LiveSegment], rows_max: u64) -> Vec<Vec<u64>> {
+    let mut sorted: Vec<&LiveSegment> = segments.iter().collect();
+    sorted.sort_by_key(|s| s.entry.min_lsn);
+    let mut groups: Vec<Vec<u64>> = Vec::new();
+    let (mut current, mut rows) = (Vec::new(), 0u64);
+    for s in sorted {
+        if rows + s.entry.rows > rows_max && !current.is_empty() {
+            groups.push(std::mem::take(&mut current));
+            rows = 0;
+        }
+        current.push(s.entry.id);
+        rows += s.entry.rows;
+    }
+    groups.push(current);
+    groups.retain(|g| g.len() > 1);
+    groups
+}
+
+fn merge(inner: &Inner, table: &str, ids: &[u64]) -> Result<(), DbError> {
+    let _commit = inner.commit_lock.lock();
+    let started = Instant::now();
+    let (schema, inputs) = {
+        let state = inner.state.lock();
+        let t = state.tables.get(table).ok_or_else(|| DbError::UnknownTable(table.into()))?;
+        let inputs: Vec<(SegmentEntry, Arc<Segment>)> =
+            t.segments.iter().filter(|s| ids.contains(&s.entry.id)).map(|s| (s.entry.clone(), s.segment.clone())).collect();
+        (t.schema.clone(), inputs)
+    };
+    if inputs.len() != ids.len() {
+        return Ok(()); // a concurrent commit already changed this set; the next pass re-plans
+    }
+    let batches = inputs.iter().map(|(_, s)| s.read_all()).collect::<Result<Vec<Batch>, _>>()?;
+    let refs: Vec<&Batch> = batches.iter().collect();
+    let merged = Batch::concat(&schema, &refs);
+    drop(batches);
+    let origin = (
+        inputs.iter().map(|(e, _)| e.min_lsn).min().unwrap_or(0),
+        inputs.iter().map(|(e, _)| e.max_lsn).max().unwrap_or(0),
+        (
+            inputs.iter().map(|(e, _)| e.min_ingest_ms).min().unwrap_or(0),
+            inputs.iter().map(|(e, _)| e.max_ingest_ms).max().unwrap_or(0),
+        ),
+        inputs.iter().map(|(e, _)| e.level).max().unwrap_or(0).saturating_add(1),
+    );
+    let options = SegmentWriteOptions { zstd_level: inner.options.compaction_zstd_level, ..inner.options.flush_segment.clone() };
+    let output = write_sorted_segment(inner, &schema, merged, origin, &options)?;
+    let (out_id, out_rows) = (output.entry.id, output.entry.rows);
+    commit(inner, |state| {
+        let t = state.tables.get_mut(table).expect("tables are never dropped while compacting");
+        t.segments.retain(|s| !ids.contains(&s.entry.id));
+        t.segments.push(output);
+        t.segments.sort_by_key(|s| s.entry.min_lsn);
+    })?;
+    for (entry, _) in &inputs {
+        fsutil::remove_file(&segment_path(&inner.options, entry.id), &inner.options.faults)?;
+    }
+    inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(table, inputs = ids.len(), output = out_id, rows = out_rows, ms = started.elapsed().as_millis() as u64, "compacted segments");
+    Ok(())
+}

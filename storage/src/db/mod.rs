@@ -1,0 +1,398 @@
+//! The database: the write path that ties the WAL, memtables, segments and the manifest
+//! together, and the consistent snapshots readers take.
+//!
+//! Admission (`admit`) runs under one sequencer lock: check the producer's batch sequence, drop
+//! event ids seen within the dedup window, append the surviving rows to the WAL (which assigns
+//! the LSN in the same order), and add them to the table's memtable. The lock makes LSN order,
+//! memtable order and dedup decisions one order. Durability is signalled by the WAL's group
+//! commit; readers see memtable rows only up to the durable LSN.
+//!
+//! A background flusher freezes full (or old) memtables, writes them as sorted segments,
+//! commits a new manifest, checkpoints the WAL, and runs size-tiered compaction. See
+//! docs/architecture.md and docs/durability.md.
+
+mod error;
+mod flush;
+mod options;
+mod recovery;
+mod stats;
+
+pub use error::DbError;
+pub use options::DbOptions;
+pub use stats::{DbStats, StorageGauges};
+
+use crate::dedup::{dedup_key, DedupWindow};
+use crate::manifest::SegmentEntry;
+use crate::memtable::{MemBatch, Memtable};
+use crate::producers::Producers;
+use crate::segment::Segment;
+use crate::wal_record;
+use lookback_common::{Batch, ColumnType, ColumnValues, Lsn, Schema};
+use lookback_wal::{Wal, WalError};
+use parking_lot::{Condvar, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Called once when an admitted batch is durable (or can never be).
+pub type DurableCallback = Box<dyn FnOnce(Result<Lsn, DbError>) + Send>;
+
+/// What admission decided for one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmitOutcome {
+    pub lsn: Lsn,
+    pub accepted: u32,
+    pub deduplicated: u32,
+    /// The producer already sent this sequence: nothing new was written.
+    pub duplicate_batch: bool,
+}
+
+/// A consistent view of one table at `visible_lsn`.
+#[derive(Clone)]
+pub struct TableSnapshot {
+    pub schema: Arc<Schema>,
+    pub visible_lsn: Lsn,
+    pub memtable: Vec<Arc<Batch>>,
+    pub segments: Vec<Arc<Segment>>,
+}
+
+impl TableSnapshot {
+    pub fn rows(&self) -> u64 {
+        let mem: usize = self.memtable.iter().map(|b| b.rows()).sum();
+        mem as u64 + self.segments.iter().map(|s| s.rows()).sum::<u64>()
+    }
+}
+
+pub(crate) struct LiveSegment {
+    pub entry: SegmentEntry,
+    pub segment: Arc<Segment>,
+}
+
+pub(crate) struct TableState {
+    pub schema: Arc<Schema>,
+    pub active: Memtable,
+    /// Frozen memtables being flushed, oldest first.
+    pub frozen: Vec<Arc<Memtable>>,
+    pub segments: Vec<LiveSegment>,
+    /// (app_id column, event_id column) when the table deduplicates event ids.
+    pub dedup_columns: Option<(usize, usize)>,
+}
+
+pub(crate) struct DbState {
+    pub tables: HashMap<String, TableState>,
+    pub producers: Producers,
+    pub dedup: DedupWindow,
+    pub next_segment_id: u64,
+    pub manifest_generation: u64,
+}
+
+pub(crate) struct Inner {
+    pub options: DbOptions,
+    pub wal: Wal,
+    pub state: Mutex<DbState>,
+    /// Serializes manifest commits (flush and compaction).
+    pub commit_lock: Mutex<()>,
+    pub flush_wakeup: Condvar,
+    pub flush_wakeup_lock: Mutex<bool>,
+    pub stopping: AtomicBool,
+    pub stats: DbStats,
+    /// Durability waiters for duplicate batches whose original is not yet durable. Its own lock,
+    /// never the state lock: WAL callbacks take it, and admission may block on a full WAL queue
+    /// while holding the state lock.
+    pub waiters: Mutex<BTreeMap<Lsn, Vec<DurableCallback>>>,
+    _lock_file: File,
+}
+
+pub struct Db {
+    inner: Arc<Inner>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub(crate) fn now_unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A table deduplicates event ids when it has a text `app_id` and a uuid `event_id` column.
+pub(crate) fn dedup_columns(schema: &Schema) -> Option<(usize, usize)> {
+    let app = schema.column_index("app_id")?;
+    let id = schema.column_index("event_id")?;
+    let types = (schema.columns[app].ty, schema.columns[id].ty);
+    (types == (ColumnType::Text, ColumnType::Uuid)).then_some((app, id))
+}
+
+impl Db {
+    /// Opens (or creates) the data directory and recovers it. See recovery.rs.
+    pub fn open(options: DbOptions) -> Result<Db, DbError> {
+        let inner = Arc::new(recovery::open(options)?);
+        let flusher = flush::start_flusher(inner.clone());
+        Ok(Db { inner, flusher: Mutex::new(Some(flusher)) })
+    }
+
+    pub fn options(&self) -> &DbOptions {
+        &self.inner.options
+    }
+
+    pub fn schema(&self, table: &str) -> Option<Arc<Schema>> {
+        self.inner.state.lock().tables.get(table).map(|t| t.schema.clone())
+    }
+
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.state.lock().tables.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub fn producer_last_seq(&self, producer_id: u64) -> u64 {
+        self.inner.state.lock().producers.get(producer_id).map_or(0, |p| p.last_seq)
+    }
+
+    pub fn stats(&self) -> &DbStats {
+        &self.inner.stats
+    }
+
+    pub fn gauges(&self) -> StorageGauges {
+        let state = self.inner.state.lock();
+        let mut g = StorageGauges {
+            dedup_keys: state.dedup.len() as u64,
+            dedup_evicted_early: state.dedup.evicted_early,
+            producers: state.producers.len() as u64,
+            ..StorageGauges::default()
+        };
+        for t in state.tables.values() {
+            for m in t.frozen.iter().map(|f| f.as_ref()).chain(std::iter::once(&t.active)) {
+                g.memtable_bytes += m.bytes() as u64;
+                g.memtable_rows += m.rows() as u64;
+            }
+            for s in &t.segments {
+                g.segments += 1;
+                g.segment_bytes += s.entry.file_bytes;
+                g.segment_rows += s.entry.rows;
+            }
+        }
+        g
+    }
+
+    /// Per-column on-disk bytes of a table's live segments (for the storage breakdown).
+    pub fn column_bytes(&self, table: &str) -> Result<Vec<(String, u64)>, DbError> {
+        let snap = self.snapshot(table)?;
+        let mut out: Vec<(String, u64)> = snap.schema.columns.iter().map(|c| (c.name.clone(), 0)).collect();
+        for seg in &snap.segments {
+            for (slot, bytes) in out.iter_mut().zip(seg.column_bytes()) {
+                slot.1 += bytes;
+            }
+        }
+        let index: u64 = snap.segments.iter().map(|s| s.index_bytes()).sum();
+        out.push(("(bitmap indexes)".to_string(), index));
+        Ok(out)
+    }
+
+    pub fn wal(&self) -> &Wal {
+        &self.inner.wal
+    }
+
+    /// Admits a batch: see the module docs. `on_durable` is called exactly once.
+    pub fn admit(
+        &self,
+        table: &str,
+        producer_id: u64,
+        seq: u64,
+        batch: Batch,
+        on_durable: DurableCallback,
+    ) -> Result<AdmitOutcome, DbError> {
+        admit(&self.inner, table, producer_id, seq, batch, on_durable)
+    }
+
+    /// False while memtables exceed `memory_bytes_max` (admission would answer overloaded).
+    pub fn has_memory_room(&self) -> bool {
+        memory_bytes(&self.inner.state.lock()) < self.inner.options.memory_bytes_max
+    }
+
+    /// A consistent snapshot of `table` at the current durable LSN.
+    pub fn snapshot(&self, table: &str) -> Result<TableSnapshot, DbError> {
+        let state = self.inner.state.lock();
+        let t = state.tables.get(table).ok_or_else(|| DbError::UnknownTable(table.to_string()))?;
+        let visible_lsn = self.inner.wal.durable_lsn();
+        let mut memtable: Vec<Arc<Batch>> = Vec::new();
+        for m in t.frozen.iter().map(|f| f.as_ref()).chain(std::iter::once(&t.active)) {
+            memtable.extend(m.visible(visible_lsn).cloned());
+        }
+        let segments = t.segments.iter().map(|s| s.segment.clone()).collect();
+        Ok(TableSnapshot { schema: t.schema.clone(), visible_lsn, memtable, segments })
+    }
+
+    /// Flushes every memtable and waits for it (used by tests, admin and clean shutdown).
+    pub fn flush_all(&self) -> Result<(), DbError> {
+        flush::flush_all(&self.inner)
+    }
+
+    /// Flushes, then merges segments as far as `compaction_rows_max` allows.
+    pub fn compact_all(&self) -> Result<(), DbError> {
+        flush::flush_all(&self.inner)?;
+        flush::compact_full(&self.inner)
+    }
+
+    /// Stops the flusher, flushes what is in memory (best effort), and shuts the WAL down.
+    pub fn shutdown(&self) {
+        if self.inner.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        flush::wake_flusher(&self.inner);
+        if let Some(h) = self.flusher.lock().take() {
+            let _ = h.join();
+        }
+        if self.inner.options.flush_on_shutdown && self.inner.wal.poisoned().is_none() {
+            if let Err(e) = flush::flush_all(&self.inner) {
+                tracing::warn!(error = %e, "final flush at shutdown failed; the WAL still holds the data");
+            }
+        }
+        self.inner.wal.shutdown();
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn memory_bytes(state: &DbState) -> usize {
+    state
+        .tables
+        .values()
+        .map(|t| t.active.bytes() + t.frozen.iter().map(|f| f.bytes()).sum::<usize>())
+        .sum()
+}
+
+fn admit(
+    inner: &Arc<Inner>,
+    table: &str,
+    producer_id: u64,
+    seq: u64,
+    batch: Batch,
+    on_durable: DurableCallback,
+) -> Result<AdmitOutcome, DbError> {
+    if inner.stopping.load(Ordering::Acquire) {
+        return Err(DbError::ShuttingDown);
+    }
+    if let Some(reason) = inner.wal.poisoned() {
+        return Err(DbError::Wal(WalError::Poisoned(reason)));
+    }
+    let mut state = inner.state.lock();
+    if producer_id != 0 {
+        if let Some(p) = state.producers.get(producer_id).filter(|p| seq <= p.last_seq) {
+            drop(state);
+            return Ok(admit_duplicate_batch(inner, p.last_lsn, on_durable));
+        }
+    }
+    let used = memory_bytes(&state);
+    if used >= inner.options.memory_bytes_max {
+        inner.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+        return Err(DbError::Overloaded(format!(
+            "memtables hold {used} bytes, over memory_bytes_max {}; flushing is behind",
+            inner.options.memory_bytes_max
+        )));
+    }
+    let t = state.tables.get(table).ok_or_else(|| DbError::UnknownTable(table.to_string()))?;
+    let schema = t.schema.clone();
+    if batch.columns().len() != schema.columns.len() {
+        return Err(DbError::SchemaMismatch(format!("table {table} has {} columns", schema.columns.len())));
+    }
+    let now_ms = now_unix_ms();
+    let rows_in = batch.rows();
+    let batch = match t.dedup_columns {
+        Some(cols) => dedup_batch(&mut state.dedup, batch, cols, now_ms),
+        None => batch,
+    };
+    let accepted = batch.rows();
+    let payload = wal_record::encode(table, producer_id, seq, now_ms, &batch);
+    let waiter_inner = inner.clone();
+    let lsn = inner.wal.append(
+        payload,
+        Box::new(move |res: Result<Lsn, WalError>| {
+            let res = res.map_err(DbError::Wal);
+            on_durable(res.clone());
+            fire_waiters(&waiter_inner, res);
+        }),
+    )?;
+    state.producers.record(producer_id, seq, lsn);
+    let t = state.tables.get_mut(table).expect("table checked above");
+    t.active.push(MemBatch { lsn, ingest_unix_ms: now_ms, batch: Arc::new(batch) });
+    let flush_now = t.active.bytes() >= inner.options.memtable_bytes_max;
+    drop(state);
+    inner.stats.record_admit(rows_in, accepted);
+    if flush_now {
+        flush::wake_flusher(inner);
+    }
+    Ok(AdmitOutcome {
+        lsn,
+        accepted: accepted as u32,
+        deduplicated: (rows_in - accepted) as u32,
+        duplicate_batch: false,
+    })
+}
+
+/// Acknowledges a resent batch with the LSN of the producer's last applied batch, once that LSN
+/// is durable (immediately if it already is).
+fn admit_duplicate_batch(inner: &Arc<Inner>, last_lsn: Lsn, on_durable: DurableCallback) -> AdmitOutcome {
+    inner.stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+    let outcome = AdmitOutcome { lsn: last_lsn, accepted: 0, deduplicated: 0, duplicate_batch: true };
+    if inner.wal.durable_lsn() >= last_lsn {
+        on_durable(Ok(last_lsn));
+        return outcome;
+    }
+    let mut waiters = inner.waiters.lock();
+    // Re-check under the lock: the WAL publishes durability before running the callbacks that
+    // take this lock, so a waiter registered here cannot be missed.
+    if inner.wal.durable_lsn() >= last_lsn {
+        drop(waiters);
+        on_durable(Ok(last_lsn));
+    } else if let Some(reason) = inner.wal.poisoned() {
+        drop(waiters);
+        on_durable(Err(DbError::Wal(WalError::Poisoned(reason))));
+    } else {
+        waiters.entry(last_lsn).or_default().push(on_durable);
+    }
+    outcome
+}
+
+fn fire_waiters(inner: &Arc<Inner>, res: Result<Lsn, DbError>) {
+    let ready: Vec<(Lsn, DurableCallback)> = {
+        let mut waiters = inner.waiters.lock();
+        if waiters.is_empty() {
+            return;
+        }
+        let durable = inner.wal.durable_lsn();
+        let keep = match &res {
+            Ok(_) => waiters.split_off(&(durable + 1)),
+            Err(_) => BTreeMap::new(),
+        };
+        let ready = std::mem::replace(&mut *waiters, keep);
+        ready.into_iter().flat_map(|(lsn, cbs)| cbs.into_iter().map(move |cb| (lsn, cb))).collect()
+    };
+    for (lsn, cb) in ready {
+        cb(res.clone().map(|_| lsn));
+    }
+}
+
+/// Drops rows whose (app_id, event_id) is in the window or repeats within the batch.
+fn dedup_batch(window: &mut DedupWindow, batch: Batch, (app, id): (usize, usize), now_ms: u64) -> Batch {
+    let (ColumnValues::Text(apps), ColumnValues::Uuid(ids)) =
+        (&batch.column(app).values, &batch.column(id).values)
+    else {
+        panic!("dedup columns must be text and uuid");
+    };
+    let mut keep: Vec<u32> = Vec::with_capacity(batch.rows());
+    for row in 0..batch.rows() {
+        if window.insert(dedup_key(apps.get_bytes(row), &ids[row]), now_ms) {
+            keep.push(row as u32);
+        }
+    }
+    if keep.len() == batch.rows() {
+        batch
+    } else {
+        batch.take(&keep)
+    }
+}

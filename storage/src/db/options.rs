@@ -1,0 +1,77 @@
+//! Tunables of the storage engine, each a named limit with its unit last.
+
+use crate::segment::SegmentWriteOptions;
+use lookback_common::Faults;
+use lookback_wal::{IoMode, WalOptions};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub data_dir: PathBuf,
+    /// A table's active memtable is frozen and flushed once it holds this many bytes.
+    pub memtable_bytes_max: usize,
+    /// Admission stops (overloaded / backpressure) while active + frozen memtables of all tables
+    /// exceed this many bytes, i.e. while flushing cannot keep up.
+    pub memory_bytes_max: usize,
+    /// A non-empty memtable is flushed at least this often.
+    pub flush_interval_ms: u64,
+    /// An (app_id, event_id) seen again within this much ingest time is dropped.
+    pub dedup_window_ms: u64,
+    /// Most keys the dedup window holds; beyond it the oldest generation is dropped early.
+    pub dedup_entries_max: usize,
+    /// Most producers whose last batch sequence is remembered.
+    pub producers_max: usize,
+    /// Segment encoding for flushed segments.
+    pub flush_segment: SegmentWriteOptions,
+    /// zstd level for segments written by compaction (they live long: spend CPU once).
+    pub compaction_zstd_level: i32,
+    /// Number of same-level segments merged into one (size-tiered compaction).
+    pub compaction_fan_in: usize,
+    /// A merge never produces a segment of more rows than this (bounds compaction memory).
+    pub compaction_rows_max: u64,
+    pub wal_segment_bytes: u64,
+    pub wal_io: IoMode,
+    /// Flush memtables on clean shutdown so the next start replays little (off for read-only
+    /// tools such as `lookback dump`).
+    pub flush_on_shutdown: bool,
+    pub faults: Faults,
+}
+
+impl DbOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> DbOptions {
+        DbOptions {
+            data_dir: data_dir.into(),
+            memtable_bytes_max: 256 << 20,
+            memory_bytes_max: 1 << 30,
+            flush_interval_ms: 10_000,
+            dedup_window_ms: 24 * 3600 * 1000,
+            dedup_entries_max: 50_000_000,
+            producers_max: 100_000,
+            flush_segment: SegmentWriteOptions::default(),
+            compaction_zstd_level: 9,
+            compaction_fan_in: 4,
+            compaction_rows_max: 4_000_000,
+            wal_segment_bytes: 64 << 20,
+            wal_io: IoMode::Auto,
+            flush_on_shutdown: true,
+            faults: Faults::none(),
+        }
+    }
+
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
+    }
+
+    pub fn segments_dir(&self) -> PathBuf {
+        self.data_dir.join("segments")
+    }
+
+    pub(crate) fn wal_options(&self) -> WalOptions {
+        let mut w = WalOptions::new(self.wal_dir());
+        w.segment_bytes = self.wal_segment_bytes;
+        w.record_bytes_max = w.record_bytes_max.min((self.wal_segment_bytes / 2) as usize);
+        w.io = self.wal_io;
+        w.faults = self.faults.clone();
+        w
+    }
+}

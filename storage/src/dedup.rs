@@ -1,0 +1,127 @@
+//! The event-id dedup window: an `(app_id, event_id)` seen again within the window is dropped.
+//!
+//! Keys are 128 bits: a 64-bit hash of app_id folded into the event UUID, so two different
+//! events collide only if their random UUIDs differ by exactly that hash — negligible for
+//! random ids, unlike a 64-bit hash whose birthday bound is reached at a few billion keys.
+//!
+//! The window is kept as [`GENERATIONS`] hash sets, each covering `window / (GENERATIONS - 1)`
+//! of ingest time: a key is retained for at least the whole window and at most 4/3 of it, and
+//! expiry is dropping a whole set (no per-key timers). The number of keys is bounded by
+//! `entries_max`; past it the oldest generation is dropped early and counted, so memory stays
+//! bounded and the shrinking window is visible in metrics rather than silent.
+
+use ahash::AHasher;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+pub const GENERATIONS: usize = 4;
+
+type KeySet = HashSet<u128, BuildHasherDefault<AHasher>>;
+
+pub fn dedup_key(app_id: &[u8], event_id: &[u8; 16]) -> u128 {
+    // A fixed-key hasher: keys need not be stable across builds (the window is rebuilt from
+    // data at start-up), only within one process.
+    let mut h = AHasher::default();
+    h.write(app_id);
+    let app = h.finish() as u128;
+    u128::from_le_bytes(*event_id) ^ (app << 64) ^ app
+}
+
+#[derive(Debug)]
+pub struct DedupWindow {
+    generation_ms: u64,
+    entries_max: usize,
+    /// Front = newest. Each entry: (generation start, keys).
+    generations: VecDeque<(u64, KeySet)>,
+    entries: usize,
+    pub evicted_early: u64,
+}
+
+impl DedupWindow {
+    pub fn new(window_ms: u64, entries_max: usize) -> DedupWindow {
+        let generation_ms = (window_ms / (GENERATIONS as u64 - 1)).max(1);
+        DedupWindow { generation_ms, entries_max, generations: VecDeque::new(), entries: 0, evicted_early: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    pub fn contains(&self, key: u128) -> bool {
+        self.generations.iter().any(|(_, set)| set.contains(&key))
+    }
+
+    /// Inserts a key at ingest time `now_ms`; returns false if it was already present.
+    pub fn insert(&mut self, key: u128, now_ms: u64) -> bool {
+        if self.contains(key) {
+            return false;
+        }
+        self.rotate(now_ms);
+        let (_, newest) = self.generations.front_mut().expect("rotate leaves a generation");
+        newest.insert(key);
+        self.entries += 1;
+        if self.entries > self.entries_max && self.generations.len() > 1 {
+            self.drop_oldest();
+            self.evicted_early += 1;
+        }
+        true
+    }
+
+    fn rotate(&mut self, now_ms: u64) {
+        let needs_new = match self.generations.front() {
+            None => true,
+            Some((start, _)) => now_ms >= start.saturating_add(self.generation_ms),
+        };
+        if needs_new {
+            self.generations.push_front((now_ms, KeySet::default()));
+        }
+        while self.generations.len() > GENERATIONS {
+            self.drop_oldest();
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some((_, set)) = self.generations.pop_back() {
+            self.entries -= set.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_within_window_are_detected_and_expire_after() {
+        let hour = 3_600_000;
+        let mut w = DedupWindow::new(24 * hour, 1_000_000);
+        let k = dedup_key(b"app", &[7; 16]);
+        assert!(w.insert(k, 0));
+        assert!(!w.insert(k, 23 * hour), "seen again within the window");
+        for t in 1..=40u64 {
+            w.insert(dedup_key(b"app", &[t as u8; 16]), t * hour);
+        }
+        assert!(!w.contains(k), "dropped after at most 4/3 of the window");
+    }
+
+    #[test]
+    fn same_event_id_in_other_app_is_distinct() {
+        let mut w = DedupWindow::new(1000, 100);
+        assert!(w.insert(dedup_key(b"a", &[1; 16]), 0));
+        assert!(w.insert(dedup_key(b"b", &[1; 16]), 0));
+    }
+
+    #[test]
+    fn entries_are_bounded() {
+        let mut w = DedupWindow::new(3000, 10);
+        for t in 0..100u64 {
+            w.insert(dedup_key(b"a", &(t as u128).to_le_bytes()), t * 400);
+        }
+        assert!(w.len() <= 10 + 4, "len {}", w.len());
+        assert!(w.evicted_early > 0);
+    }
+}

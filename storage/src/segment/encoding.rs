@@ -1,0 +1,265 @@
+//! Column block payloads: the uncompressed ("raw") bytes of one column of one block.
+//!
+//! Raw layout: `[validity][values]`. Validity is present only when the block has nulls:
+//! `ceil(rows / 8)` bytes, bit `i` (LSB first) set when row `i` is not null, unused high bits of
+//! the last byte zero. Values are *dense*: only non-null rows are stored, in row order, in the
+//! encoding named by the footer's encoding id. The writer builds every candidate encoding that
+//! applies to the column type and keeps the one that is smallest after compression.
+//!
+//! Shared building blocks live here: byte planes (fixed-width integers split into one plane per
+//! byte, so zstd sees the mostly-zero high bytes as long runs), zigzag, and validity. Decoders
+//! trust nothing: every count is bounded by the block's row count or the bytes left.
+
+use super::{numeric, text};
+use lookback_common::{ByteReader, Column, ColumnType, ColumnValues, ReadError, TextValues};
+use std::ops::Range;
+
+/// Encoding ids, stored in the footer. Never renumber.
+pub(crate) const ENCODING_PLAIN: u8 = 1;
+pub(crate) const ENCODING_FOR_PLANES: u8 = 2;
+pub(crate) const ENCODING_DELTA_PLANES: u8 = 3;
+pub(crate) const ENCODING_DICT: u8 = 4;
+pub(crate) const ENCODING_DICT_RLE: u8 = 5;
+
+/// Compression ids, stored in the footer. Never renumber.
+pub(crate) const COMPRESSION_NONE: u8 = 0;
+pub(crate) const COMPRESSION_ZSTD: u8 = 1;
+
+/// Why a payload does not decode; the reader adds path and offset.
+#[derive(Debug)]
+pub(crate) struct Invalid(pub String);
+
+impl From<ReadError> for Invalid {
+    fn from(e: ReadError) -> Self {
+        Invalid(e.to_string())
+    }
+}
+
+pub(crate) fn invalid<T>(reason: impl Into<String>) -> Result<T, Invalid> {
+    Err(Invalid(reason.into()))
+}
+
+/// The non-null values of one column block, in row order.
+pub(crate) enum DenseValues<'a> {
+    Bool(Vec<bool>),
+    Int(Vec<i64>),
+    Float(Vec<f64>),
+    Text(Vec<&'a [u8]>),
+    Uuid(Vec<[u8; 16]>),
+}
+
+/// One column of one block, ready to encode.
+pub(crate) struct BlockSlice<'a> {
+    pub null_count: usize,
+    /// Present only when `null_count > 0`.
+    pub validity: Option<Vec<bool>>,
+    pub values: DenseValues<'a>,
+}
+
+pub(crate) fn slice_block(column: &Column, range: Range<usize>) -> BlockSlice<'_> {
+    let validity = column.validity.as_ref().map(|v| v[range.clone()].to_vec());
+    let validity = validity.filter(|v| v.iter().any(|valid| !valid));
+    let null_count = validity.as_ref().map_or(0, |v| v.iter().filter(|valid| !**valid).count());
+    let keep = |i: &usize| validity.as_ref().is_none_or(|v| v[*i - range.start]);
+    let rows_kept = || range.clone().filter(keep);
+    let values = match &column.values {
+        ColumnValues::Bool(v) => DenseValues::Bool(rows_kept().map(|i| v[i]).collect()),
+        ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => {
+            DenseValues::Int(rows_kept().map(|i| v[i]).collect())
+        }
+        ColumnValues::Float64(v) => DenseValues::Float(rows_kept().map(|i| v[i]).collect()),
+        ColumnValues::Text(t) => DenseValues::Text(rows_kept().map(|i| t.get_bytes(i)).collect()),
+        ColumnValues::Uuid(v) => DenseValues::Uuid(rows_kept().map(|i| v[i]).collect()),
+    };
+    BlockSlice { null_count, validity, values }
+}
+
+/// Every applicable (encoding id, raw bytes) candidate for `slice`, validity included.
+pub(crate) fn encode_candidates(slice: &BlockSlice<'_>, dictionary_values_max: usize) -> Vec<(u8, Vec<u8>)> {
+    let payloads = match &slice.values {
+        DenseValues::Bool(v) => vec![(ENCODING_PLAIN, numeric::encode_bools(v))],
+        DenseValues::Int(v) => numeric::encode_ints(v),
+        DenseValues::Float(v) => vec![(ENCODING_PLAIN, numeric::encode_floats(v))],
+        DenseValues::Uuid(v) => vec![(ENCODING_PLAIN, v.concat())],
+        DenseValues::Text(v) => text::encode_texts(v, dictionary_values_max),
+    };
+    let mut validity = Vec::new();
+    if let Some(v) = &slice.validity {
+        put_bits(&mut validity, v);
+    }
+    payloads
+        .into_iter()
+        .map(|(id, payload)| {
+            let mut raw = Vec::with_capacity(validity.len() + payload.len());
+            raw.extend_from_slice(&validity);
+            raw.extend_from_slice(&payload);
+            (id, raw)
+        })
+        .collect()
+}
+
+/// Whether `encoding` is one this version writes for `ty`.
+pub(crate) fn encoding_supported(ty: ColumnType, encoding: u8) -> bool {
+    match ty {
+        ColumnType::Bool | ColumnType::Float64 | ColumnType::Uuid => encoding == ENCODING_PLAIN,
+        ColumnType::Int64 | ColumnType::Timestamp => {
+            matches!(encoding, ENCODING_FOR_PLANES | ENCODING_DELTA_PLANES)
+        }
+        ColumnType::Text => matches!(encoding, ENCODING_PLAIN | ENCODING_DICT | ENCODING_DICT_RLE),
+    }
+}
+
+/// Decodes raw bytes of one column block into a full column of `rows` rows (null slots hold
+/// zero / empty values, as in every [`Column`]).
+pub(crate) fn decode_block(
+    ty: ColumnType,
+    encoding: u8,
+    raw: &[u8],
+    rows: usize,
+    null_count: usize,
+) -> Result<Column, Invalid> {
+    if !encoding_supported(ty, encoding) {
+        return invalid(format!("encoding {encoding} is not valid for a {} column", ty.name()));
+    }
+    let Some(non_null) = rows.checked_sub(null_count) else {
+        return invalid(format!("null count {null_count} exceeds {rows} rows"));
+    };
+    let mut r = ByteReader::new(raw);
+    let validity = if null_count > 0 { Some(get_validity(&mut r, rows, null_count)?) } else { None };
+    let values = match ty {
+        ColumnType::Bool => ColumnValues::Bool(numeric::decode_bools(&mut r, non_null)?),
+        ColumnType::Int64 => ColumnValues::Int64(numeric::decode_ints(&mut r, encoding, non_null)?),
+        ColumnType::Timestamp => {
+            ColumnValues::Timestamp(numeric::decode_ints(&mut r, encoding, non_null)?)
+        }
+        ColumnType::Float64 => ColumnValues::Float64(numeric::decode_floats(&mut r, non_null)?),
+        ColumnType::Uuid => ColumnValues::Uuid(numeric::decode_uuids(&mut r, non_null)?),
+        ColumnType::Text => ColumnValues::Text(text::decode_texts(&mut r, encoding, non_null)?),
+    };
+    if !r.is_empty() {
+        return invalid(format!("{} trailing bytes after values", r.remaining()));
+    }
+    Ok(Column::new(expand(values, validity.as_deref()), validity))
+}
+
+/// Spreads dense values over all rows, putting the zero value in null slots.
+fn expand(values: ColumnValues, validity: Option<&[bool]>) -> ColumnValues {
+    let Some(validity) = validity else { return values };
+    fn spread<T: Copy>(dense: Vec<T>, validity: &[bool], zero: T) -> Vec<T> {
+        let mut dense = dense.into_iter();
+        validity.iter().map(|&ok| if ok { dense.next().unwrap_or(zero) } else { zero }).collect()
+    }
+    match values {
+        ColumnValues::Bool(v) => ColumnValues::Bool(spread(v, validity, false)),
+        ColumnValues::Int64(v) => ColumnValues::Int64(spread(v, validity, 0)),
+        ColumnValues::Timestamp(v) => ColumnValues::Timestamp(spread(v, validity, 0)),
+        ColumnValues::Float64(v) => ColumnValues::Float64(spread(v, validity, 0.0)),
+        ColumnValues::Uuid(v) => ColumnValues::Uuid(spread(v, validity, [0; 16])),
+        ColumnValues::Text(t) => ColumnValues::Text(spread_text(t, validity)),
+    }
+}
+
+/// Null rows are empty strings, so the bytes stay; only offsets repeat at null rows.
+fn spread_text(dense: TextValues, validity: &[bool]) -> TextValues {
+    let mut offsets = Vec::with_capacity(validity.len() + 1);
+    offsets.push(0);
+    let mut next = dense.offsets.iter().skip(1);
+    let mut last = 0;
+    for &ok in validity {
+        if ok {
+            last = next.next().copied().unwrap_or(last);
+        }
+        offsets.push(last);
+    }
+    TextValues { offsets, data: dense.data }
+}
+
+/// Appends `bits` packed LSB first.
+pub(crate) fn put_bits(out: &mut Vec<u8>, bits: &[bool]) {
+    for chunk in bits.chunks(8) {
+        out.push(chunk.iter().enumerate().fold(0u8, |b, (i, &bit)| b | ((bit as u8) << i)));
+    }
+}
+
+/// Reads `count` bits packed LSB first; unused high bits of the last byte must be zero.
+pub(crate) fn get_bits(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<bool>, Invalid> {
+    let bytes = r.bytes(count.div_ceil(8))?;
+    let tail_bits = count & 7;
+    if tail_bits != 0 && bytes.last().is_some_and(|&b| b >> tail_bits != 0) {
+        return invalid("nonzero padding bits");
+    }
+    Ok((0..count).map(|i| bytes[i / 8] >> (i % 8) & 1 == 1).collect())
+}
+
+fn get_validity(r: &mut ByteReader<'_>, rows: usize, null_count: usize) -> Result<Vec<bool>, Invalid> {
+    let validity = get_bits(r, rows)?;
+    let nulls = validity.iter().filter(|ok| !**ok).count();
+    if nulls != null_count {
+        return invalid(format!("validity has {nulls} nulls, footer says {null_count}"));
+    }
+    Ok(validity)
+}
+
+/// Appends `u8 width` (bytes of the widest value, 0..=8) and `width` planes of `values.len()`
+/// bytes each; plane `k` holds byte `k` (little-endian) of every value.
+pub(crate) fn put_planes(out: &mut Vec<u8>, values: &[u64]) {
+    let widest = values.iter().fold(0u64, |acc, &v| acc | v);
+    let width = (64 - widest.leading_zeros()).div_ceil(8) as usize;
+    out.push(width as u8);
+    out.reserve(width * values.len());
+    for k in 0..width {
+        out.extend(values.iter().map(|&v| (v >> (8 * k)) as u8));
+    }
+}
+
+/// Reads what [`put_planes`] wrote for `count` values.
+pub(crate) fn get_planes(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<u64>, Invalid> {
+    let width = r.u8()? as usize;
+    if width > 8 {
+        return invalid(format!("plane width {width} exceeds 8"));
+    }
+    if count.saturating_mul(width) > r.remaining() {
+        return invalid(format!("{width} planes of {count} values exceed the payload"));
+    }
+    let mut values = vec![0u64; count];
+    for k in 0..width {
+        let plane = r.bytes(count)?;
+        for (v, &b) in values.iter_mut().zip(plane) {
+            *v |= (b as u64) << (8 * k);
+        }
+    }
+    Ok(values)
+}
+
+pub(crate) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+pub(crate) fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planes_and_zigzag_roundtrip() {
+        let vals = [0u64, 1, 255, 256, u64::MAX, 1 << 40];
+        let mut out = Vec::new();
+        put_planes(&mut out, &vals);
+        assert_eq!(get_planes(&mut ByteReader::new(&out), vals.len()).unwrap(), vals);
+        for v in [0i64, -1, 1, i64::MIN, i64::MAX] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+        }
+    }
+
+    #[test]
+    fn bits_roundtrip_and_reject_padding() {
+        let bits = [true, false, true, true, false, false, false, true, true];
+        let mut out = Vec::new();
+        put_bits(&mut out, &bits);
+        assert_eq!(get_bits(&mut ByteReader::new(&out), bits.len()).unwrap(), bits);
+        assert!(get_bits(&mut ByteReader::new(&[0xff, 0xff]), 9).is_err());
+    }
+}

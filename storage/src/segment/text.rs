@@ -1,0 +1,179 @@
+//! Encodings of text column blocks (dense: non-null values only).
+//!
+//! - plain: byte planes of the `count` value lengths, then the value bytes concatenated.
+//! - dict: `u32 dict_count`, byte planes of the dictionary lengths, dictionary bytes (entries
+//!   sorted byte-wise, distinct), then byte planes of one code per value.
+//! - dict RLE: the same dictionary, then `u32 run_count`, byte planes of
+//!   `zigzag(code - previous run's code)` per run (first run: from 0), byte planes of
+//!   `run_length - 1` per run. Segments are sorted by device, so device attributes (ip, user
+//!   agent, platform) come in long runs and sorted device ids give code deltas of +1.
+//!
+//! The writer offers plain always, and both dictionary forms when the block has at most
+//! `dictionary_values_max` distinct values and at most half as many distinct values as values
+//! (beyond that a dictionary cannot pay for itself); the smallest after compression wins.
+
+use super::encoding::{
+    get_planes, invalid, put_planes, unzigzag, zigzag, Invalid, ENCODING_DICT, ENCODING_DICT_RLE,
+    ENCODING_PLAIN,
+};
+use super::COLUMN_BLOCK_RAW_BYTES_MAX;
+use crate::sort::rank_text;
+use lookback_common::{ByteReader, TextValues};
+
+pub(crate) fn encode_texts(values: &[&[u8]], dictionary_values_max: usize) -> Vec<(u8, Vec<u8>)> {
+    let mut candidates = vec![(ENCODING_PLAIN, encode_plain(values))];
+    if values.is_empty() {
+        return candidates;
+    }
+    let (dictionary, codes) = rank_text(values);
+    if dictionary.len() > dictionary_values_max || dictionary.len() > values.len() / 2 {
+        return candidates;
+    }
+    let mut dict = Vec::new();
+    put_strings(&mut dict, &dictionary);
+    let mut plain_codes = dict.clone();
+    put_planes(&mut plain_codes, &codes.iter().map(|&c| c as u64).collect::<Vec<_>>());
+    candidates.push((ENCODING_DICT, plain_codes));
+    let mut runs = dict;
+    put_runs(&mut runs, &codes);
+    candidates.push((ENCODING_DICT_RLE, runs));
+    candidates
+}
+
+fn encode_plain(values: &[&[u8]]) -> Vec<u8> {
+    let bytes: usize = values.iter().map(|v| v.len()).sum();
+    let mut out = Vec::with_capacity(bytes + values.len() * 2 + 1);
+    put_planes(&mut out, &values.iter().map(|v| v.len() as u64).collect::<Vec<_>>());
+    for v in values {
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+fn put_strings(out: &mut Vec<u8>, strings: &[&[u8]]) {
+    out.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+    put_planes(out, &strings.iter().map(|s| s.len() as u64).collect::<Vec<_>>());
+    for s in strings {
+        out.extend_from_slice(s);
+    }
+}
+
+fn put_runs(out: &mut Vec<u8>, codes: &[u32]) {
+    let mut starts = Vec::new();
+    let mut lengths = Vec::new();
+    for (i, &code) in codes.iter().enumerate() {
+        if i > 0 && codes[i - 1] == code {
+            if let Some(len) = lengths.last_mut() {
+                *len += 1;
+            }
+        } else {
+            starts.push(code);
+            lengths.push(0u64);
+        }
+    }
+    let mut previous = 0i64;
+    let deltas: Vec<u64> = starts
+        .iter()
+        .map(|&c| {
+            let d = zigzag(c as i64 - previous);
+            previous = c as i64;
+            d
+        })
+        .collect();
+    out.extend_from_slice(&(starts.len() as u32).to_le_bytes());
+    put_planes(out, &deltas);
+    put_planes(out, &lengths);
+}
+
+pub(crate) fn decode_texts(
+    r: &mut ByteReader<'_>,
+    encoding: u8,
+    count: usize,
+) -> Result<TextValues, Invalid> {
+    match encoding {
+        ENCODING_PLAIN => {
+            let lengths = get_planes(r, count)?;
+            let strings = get_strings(r, &lengths)?;
+            let codes: Vec<u32> = (0..count as u32).collect();
+            expand_codes(&strings, &codes)
+        }
+        ENCODING_DICT | ENCODING_DICT_RLE => {
+            let strings = get_dictionary(r, count)?;
+            let codes = if encoding == ENCODING_DICT {
+                let codes = get_planes(r, count)?;
+                codes.into_iter().map(|c| u32::try_from(c).unwrap_or(u32::MAX)).collect()
+            } else {
+                get_runs(r, count)?
+            };
+            expand_codes(&strings, &codes)
+        }
+        other => invalid(format!("unknown text encoding {other}")),
+    }
+}
+
+fn get_dictionary<'a>(r: &mut ByteReader<'a>, count: usize) -> Result<Vec<&'a str>, Invalid> {
+    let dict_count = r.u32()? as usize;
+    if dict_count > count || (dict_count == 0) != (count == 0) {
+        return invalid(format!("dictionary of {dict_count} entries for {count} values"));
+    }
+    let lengths = get_planes(r, dict_count)?;
+    get_strings(r, &lengths)
+}
+
+/// Slices consecutive strings of the given lengths, each checked to be UTF-8.
+fn get_strings<'a>(r: &mut ByteReader<'a>, lengths: &[u64]) -> Result<Vec<&'a str>, Invalid> {
+    let total = lengths.iter().try_fold(0u64, |acc, &l| acc.checked_add(l));
+    match total {
+        Some(t) if t <= r.remaining() as u64 => {}
+        _ => return invalid("string lengths exceed the payload"),
+    }
+    lengths
+        .iter()
+        .map(|&len| {
+            let bytes = r.bytes(len as usize)?;
+            std::str::from_utf8(bytes).map_err(|_| Invalid("text is not UTF-8".into()))
+        })
+        .collect()
+}
+
+fn get_runs(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<u32>, Invalid> {
+    let run_count = r.u32()? as usize;
+    if run_count > count || (run_count == 0) != (count == 0) {
+        return invalid(format!("{run_count} runs for {count} values"));
+    }
+    let deltas = get_planes(r, run_count)?;
+    let lengths = get_planes(r, run_count)?;
+    let mut codes = Vec::with_capacity(count);
+    let mut code = 0i64;
+    for (d, len) in deltas.into_iter().zip(lengths) {
+        code = code.wrapping_add(unzigzag(d));
+        let run = len.checked_add(1).filter(|&run| run <= (count - codes.len()) as u64);
+        let (Some(run), Ok(c)) = (run, u32::try_from(code)) else {
+            return invalid("run exceeds the block or code out of range");
+        };
+        codes.extend(std::iter::repeat_n(c, run as usize));
+    }
+    if codes.len() != count {
+        return invalid(format!("runs cover {} of {count} values", codes.len()));
+    }
+    Ok(codes)
+}
+
+/// Builds the values `strings[codes[i]]`, bounding the expanded size before allocating.
+fn expand_codes(strings: &[&str], codes: &[u32]) -> Result<TextValues, Invalid> {
+    let mut total = 0usize;
+    for &c in codes {
+        let Some(s) = strings.get(c as usize) else {
+            return invalid(format!("code {c} outside a dictionary of {}", strings.len()));
+        };
+        total += s.len();
+        if total > COLUMN_BLOCK_RAW_BYTES_MAX {
+            return invalid("expanded text exceeds the column block limit");
+        }
+    }
+    let mut text = TextValues::with_capacity(codes.len(), total);
+    for &c in codes {
+        text.push(strings[c as usize]);
+    }
+    Ok(text)
+}

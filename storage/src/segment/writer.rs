@@ -1,0 +1,312 @@
+//! Writing a segment file: encode and compress every column block, append the bitmaps, the
+//! footer and the trailer, fsync.
+//!
+//! The file is created with `O_EXCL` and written front to back, one column block at a time, so
+//! memory holds one block's candidates, not the whole file. Every create/write/sync first asks
+//! [`Faults::check`]. On error the partial file is left for the caller's commit protocol to
+//! remove (it never got a final name). Renaming into place and directory fsync are the caller's.
+
+use super::bitmap::{self, ColumnBitmaps};
+use super::encoding::{
+    encode_candidates, slice_block, BlockSlice, DenseValues, COMPRESSION_NONE, COMPRESSION_ZSTD,
+};
+use super::footer::{BitmapEntry, BitmapIndex, BlockMeta, ColumnBlockMeta, Footer};
+use super::{
+    SegmentInfo, SegmentSummary, SegmentWriteOptions, ZoneMap, BLOCK_ROWS_MAX,
+    COLUMN_BLOCK_RAW_BYTES_MAX, FOOTER_BYTES_MAX, HEADER_BYTES, SEGMENT_FORMAT_VERSION,
+    SEGMENT_MAGIC, SEGMENT_ROWS_MAX, TRAILER_BYTES,
+};
+use crate::sort::is_sorted;
+use crate::StorageError;
+use lookback_common::{crc32, Batch, Column, ColumnType, FaultOp, Faults, Schema};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Above this zstd level, candidates are compared at [`PROBE_LEVEL`] and only the winner is
+/// compressed at the requested level (high levels are too slow to run on every candidate).
+const PROBE_LEVEL_ABOVE: i32 = 3;
+const PROBE_LEVEL: i32 = 1;
+
+/// Writes `batch` (sorted by `schema.sort_key`, at least one row) as a new segment at `path`.
+pub fn write_segment(
+    path: &Path,
+    schema: &Schema,
+    batch: &Batch,
+    info: &SegmentInfo,
+    options: &SegmentWriteOptions,
+    faults: &Faults,
+) -> Result<SegmentSummary, StorageError> {
+    check_inputs(schema, batch, info, options);
+    let context = |what: &str| format!("write segment {}: {what}", path.display());
+    faults.check(FaultOp::Create, path).map_err(|e| StorageError::io(context("create"), e))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| StorageError::io(context("create"), e))?;
+    let mut out = Output { file, path, faults, written: 0 };
+    out.write(&header(), "write header")?;
+    let mut compressors = Compressors::new(options.zstd_level)
+        .map_err(|e| StorageError::io(context("start zstd"), e))?;
+    let (blocks, column_blocks) = write_column_blocks(&mut out, schema, batch, options, &mut compressors)?;
+    let index_start = out.written;
+    let bitmaps = write_bitmaps(&mut out, bitmap::build(schema, batch), &mut compressors)?;
+    let index_bytes = out.written - index_start;
+    let footer = Footer {
+        info: info.clone(),
+        schema: schema.clone(),
+        rows: batch.rows() as u64,
+        blocks,
+        column_blocks,
+        bitmaps,
+    };
+    let footer_offset = out.written;
+    let footer_bytes = encode_footer(&footer, &context)?;
+    out.write(&footer_bytes, "write footer")?;
+    out.write(&trailer(footer_offset, &footer_bytes), "write trailer")?;
+    out.sync()?;
+    let summary = SegmentSummary {
+        rows: footer.rows,
+        file_bytes: out.written,
+        column_bytes: column_bytes(&footer),
+        index_bytes,
+    };
+    assert_eq!(summary.file_bytes, footer_offset + footer_bytes.len() as u64 + TRAILER_BYTES);
+    Ok(summary)
+}
+
+/// Programmer errors: the caller hands us a sorted, non-empty batch of this schema.
+fn check_inputs(schema: &Schema, batch: &Batch, info: &SegmentInfo, options: &SegmentWriteOptions) {
+    assert!(batch.rows() > 0, "write_segment: a segment holds at least one row");
+    assert!(batch.rows() as u64 <= SEGMENT_ROWS_MAX, "write_segment: too many rows");
+    assert!((1..=BLOCK_ROWS_MAX).contains(&options.block_rows), "write_segment: bad block_rows");
+    assert!(info.min_lsn <= info.max_lsn, "write_segment: min_lsn > max_lsn");
+    assert_eq!(batch.columns().len(), schema.len(), "write_segment: batch does not match schema");
+    for (def, col) in schema.columns.iter().zip(batch.columns()) {
+        assert_eq!(def.ty, col.values.column_type(), "write_segment: column {} type", def.name);
+    }
+    assert!(is_sorted(schema, batch), "write_segment: batch is not sorted by the sort key");
+}
+
+fn header() -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER_BYTES as usize);
+    h.extend_from_slice(&SEGMENT_MAGIC);
+    h.extend_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes());
+    assert_eq!(h.len() as u64, HEADER_BYTES);
+    h
+}
+
+fn trailer(footer_offset: u64, footer: &[u8]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(TRAILER_BYTES as usize);
+    t.extend_from_slice(&footer_offset.to_le_bytes());
+    t.extend_from_slice(&(footer.len() as u32).to_le_bytes());
+    t.extend_from_slice(&crc32(footer).to_le_bytes());
+    t.extend_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+    t.extend_from_slice(&SEGMENT_MAGIC);
+    assert_eq!(t.len() as u64, TRAILER_BYTES);
+    t
+}
+
+fn encode_footer(footer: &Footer, context: &dyn Fn(&str) -> String) -> Result<Vec<u8>, StorageError> {
+    let bytes = footer.encode();
+    if bytes.len() > FOOTER_BYTES_MAX {
+        let e = io::Error::new(io::ErrorKind::InvalidInput, format!("{} bytes", bytes.len()));
+        return Err(StorageError::io(context("footer exceeds its limit"), e));
+    }
+    // Pair assertion: what we write decodes to what we meant.
+    if cfg!(debug_assertions) {
+        let decoded = Footer::decode(&bytes).unwrap_or_else(|e| panic!("footer re-decode: {e}"));
+        assert_eq!(decoded.encode(), bytes, "footer re-encode differs");
+    }
+    Ok(bytes)
+}
+
+fn column_bytes(footer: &Footer) -> Vec<u64> {
+    let columns = footer.schema.len();
+    let mut bytes = vec![0u64; columns];
+    for (i, m) in footer.column_blocks.iter().enumerate() {
+        bytes[i % columns] += m.stored_len as u64;
+    }
+    bytes
+}
+
+/// The file being written, with the running offset.
+struct Output<'a> {
+    file: File,
+    path: &'a Path,
+    faults: &'a Faults,
+    written: u64,
+}
+
+impl Output<'_> {
+    fn write(&mut self, bytes: &[u8], what: &str) -> Result<(), StorageError> {
+        let context = || format!("write segment {}: {what}", self.path.display());
+        self.faults.check(FaultOp::Write, self.path).map_err(|e| StorageError::io(context(), e))?;
+        self.file.write_all(bytes).map_err(|e| StorageError::io(context(), e))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        let context = || format!("write segment {}: fsync", self.path.display());
+        self.faults.check(FaultOp::Sync, self.path).map_err(|e| StorageError::io(context(), e))?;
+        self.file.sync_all().map_err(|e| StorageError::io(context(), e))?;
+        let len = self.file.metadata().map_err(|e| StorageError::io(context(), e))?.len();
+        assert_eq!(len, self.written, "segment file size differs from bytes written");
+        Ok(())
+    }
+}
+
+fn write_column_blocks(
+    out: &mut Output<'_>,
+    schema: &Schema,
+    batch: &Batch,
+    options: &SegmentWriteOptions,
+    compressors: &mut Compressors,
+) -> Result<(Vec<BlockMeta>, Vec<ColumnBlockMeta>), StorageError> {
+    let rows = batch.rows();
+    let mut blocks = Vec::new();
+    let mut metas = Vec::new();
+    for start in (0..rows).step_by(options.block_rows) {
+        let end = (start + options.block_rows).min(rows);
+        blocks.push(BlockMeta { first_row: start as u64, rows: (end - start) as u32 });
+        for (def, column) in schema.columns.iter().zip(batch.columns()) {
+            let what = format!("write block {} column {}", blocks.len() - 1, def.name);
+            let (meta, stored) = encode_column_block(column, def.ty, start..end, options, compressors)
+                .map_err(|e| StorageError::io(format!("{}: {what}", out.path.display()), e))?;
+            let meta = ColumnBlockMeta { offset: out.written, ..meta };
+            out.write(&stored, &what)?;
+            metas.push(meta);
+        }
+    }
+    Ok((blocks, metas))
+}
+
+/// Encodes one column block; returns its meta (offset unset) and stored bytes.
+fn encode_column_block(
+    column: &Column,
+    ty: ColumnType,
+    range: std::ops::Range<usize>,
+    options: &SegmentWriteOptions,
+    compressors: &mut Compressors,
+) -> io::Result<(ColumnBlockMeta, Vec<u8>)> {
+    let slice = slice_block(column, range);
+    check_text_size(&slice)?;
+    let candidates = encode_candidates(&slice, options.dictionary_values_max);
+    let (encoding, raw, compressed) = compressors.smallest(candidates)?;
+    if raw.len() > COLUMN_BLOCK_RAW_BYTES_MAX {
+        return Err(too_large(raw.len()));
+    }
+    let (compression, stored) = stored_form(&raw, compressed);
+    let meta = ColumnBlockMeta {
+        offset: 0,
+        stored_len: stored.len() as u32,
+        raw_len: raw.len() as u32,
+        encoding,
+        compression,
+        crc32: crc32(&stored),
+        zone: ZoneMap::of(&slice, ty),
+    };
+    Ok((meta, stored))
+}
+
+/// zstd output when it is smaller, else the raw bytes.
+fn stored_form(raw: &[u8], compressed: Option<Vec<u8>>) -> (u8, Vec<u8>) {
+    match compressed {
+        Some(c) if c.len() < raw.len() => (COMPRESSION_ZSTD, c),
+        _ => (COMPRESSION_NONE, raw.to_vec()),
+    }
+}
+
+/// Readers refuse text blocks that expand past the limit, so the writer must too.
+fn check_text_size(slice: &BlockSlice<'_>) -> io::Result<()> {
+    if let DenseValues::Text(values) = &slice.values {
+        let bytes: usize = values.iter().map(|v| v.len()).sum();
+        if bytes > COLUMN_BLOCK_RAW_BYTES_MAX {
+            return Err(too_large(bytes));
+        }
+    }
+    Ok(())
+}
+
+fn too_large(bytes: usize) -> io::Error {
+    let limit = COLUMN_BLOCK_RAW_BYTES_MAX;
+    io::Error::new(io::ErrorKind::InvalidInput, format!("column block of {bytes} bytes exceeds {limit}"))
+}
+
+/// zstd contexts, reused across column blocks.
+struct Compressors {
+    level: zstd::bulk::Compressor<'static>,
+    probe: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Compressors {
+    fn new(level: i32) -> io::Result<Compressors> {
+        let probe = if level > PROBE_LEVEL_ABOVE {
+            Some(zstd::bulk::Compressor::new(PROBE_LEVEL)?)
+        } else {
+            None
+        };
+        Ok(Compressors { level: zstd::bulk::Compressor::new(level)?, probe })
+    }
+
+    /// The candidate smallest after compression: (encoding, raw, compressed at the level).
+    fn smallest(&mut self, candidates: Vec<(u8, Vec<u8>)>) -> io::Result<(u8, Vec<u8>, Option<Vec<u8>>)> {
+        assert!(!candidates.is_empty(), "every column type has an encoding");
+        if let (Some(probe), true) = (self.probe.as_mut(), candidates.len() > 1) {
+            let mut best: Option<(usize, (u8, Vec<u8>))> = None;
+            for candidate in candidates {
+                let size = probe.compress(&candidate.1)?.len().min(candidate.1.len());
+                if best.as_ref().is_none_or(|(s, _)| size < *s) {
+                    best = Some((size, candidate));
+                }
+            }
+            let Some((_, (encoding, raw))) = best else { unreachable!("candidates not empty") };
+            let compressed = self.level.compress(&raw)?;
+            return Ok((encoding, raw, Some(compressed)));
+        }
+        let mut best: Option<(u8, Vec<u8>, Vec<u8>)> = None;
+        for (encoding, raw) in candidates {
+            let compressed = self.level.compress(&raw)?;
+            let size = |raw: &Vec<u8>, c: &Vec<u8>| c.len().min(raw.len());
+            if best.as_ref().is_none_or(|(_, r, c)| size(&raw, &compressed) < size(r, c)) {
+                best = Some((encoding, raw, compressed));
+            }
+        }
+        let Some((encoding, raw, compressed)) = best else { unreachable!("candidates not empty") };
+        Ok((encoding, raw, Some(compressed)))
+    }
+}
+
+/// Appends every bitmap; returns the footer directory.
+fn write_bitmaps(
+    out: &mut Output<'_>,
+    columns: Vec<ColumnBitmaps>,
+    compressors: &mut Compressors,
+) -> Result<Vec<BitmapIndex>, StorageError> {
+    let mut indexes = Vec::with_capacity(columns.len());
+    for ColumnBitmaps { column, bitmaps } in columns {
+        let what = format!("write bitmap column {column}");
+        let mut entries = Vec::with_capacity(bitmaps.len());
+        for (value, raw) in bitmaps {
+            let (_, raw, compressed) = compressors
+                .smallest(vec![(0, raw)])
+                .map_err(|e| StorageError::io(format!("{}: {what}", out.path.display()), e))?;
+            let (compression, stored) = stored_form(&raw, compressed);
+            let entry = BitmapEntry {
+                value,
+                offset: out.written,
+                len: stored.len() as u32,
+                raw_len: raw.len() as u32,
+                compression,
+                crc32: crc32(&stored),
+            };
+            out.write(&stored, &what)?;
+            entries.push(entry);
+        }
+        indexes.push(BitmapIndex { column, entries });
+    }
+    Ok(indexes)
+}
