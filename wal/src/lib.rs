@@ -9,8 +9,8 @@
 //! the page cache can no longer be trusted); restart to recover.
 //!
 //! On disk: `wal-{index:020}.log` segment files of exactly `segment_bytes`, pre-zeroed, each a
-//! 32-byte header and packed records; see [`format`] for byte layouts and [`recovery`] for how
-//! a torn tail is told from corruption. `docs/format-wal.md` has the same with diagrams.
+//! 32-byte header and packed records; see [`mod@format`] for byte layouts and the `recovery`
+//! module for how a torn tail is told from corruption. `docs/format-wal.md` has the same with diagrams.
 //!
 //! Crate layout: `options` (configuration, limits), `format` (pure encode/decode), `io`
 //! (pwrite and io_uring backends behind one trait), `segment_files` (naming, durable file
@@ -29,7 +29,7 @@ mod io;
 mod options;
 mod prepare;
 mod queue;
-pub mod recovery;
+mod recovery;
 mod recycle;
 mod segment_files;
 mod stats;

@@ -98,3 +98,23 @@ fn a_missing_first_segment_not_covered_by_the_checkpoint_is_corruption() {
         assert_eq!(covered.report.last_lsn, last);
     }
 }
+
+#[test]
+fn damaged_last_record_of_a_full_segment_before_later_segments_is_corruption() {
+    for mode in backends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("wal");
+        let options = options(&dir, mode, 8 * 1024);
+        three_segments(&options);
+        // 900-byte payloads: 8 records of 924 bytes fit after the 32-byte header of an 8 KiB segment.
+        let last_in_first = SEGMENT_HEADER_BYTES + 7 * (RECORD_HEADER_BYTES + 900);
+        let path = dir.join(segment_name(1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[(last_in_first + RECORD_HEADER_BYTES + 10) as usize] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        match try_open(&options, 0) {
+            Err(WalError::Corrupt { path: bad, offset, .. }) => assert_eq!((bad, offset), (path, last_in_first)),
+            other => panic!("{mode:?}: expected Corrupt, got {:?}", other.map(|o| o.replayed.len())),
+        }
+    }
+}

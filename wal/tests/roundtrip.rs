@@ -244,7 +244,8 @@ fn checkpointed_segments_are_recycled_up_to_the_limit_and_reused() {
         while opened.wal.stats().segment_files < 4 {
             lsn = append_durable(&opened.wal, payload(lsn + 1, 1500));
         }
-        opened.wal.checkpoint(lsn).unwrap();
+        let checkpoint = lsn;
+        opened.wal.checkpoint(checkpoint).unwrap();
         assert_eq!(opened.wal.stats().segment_files, 1, "all but the active segment are retired");
         assert_eq!(recycled_files(tmp.path()), 1, "one kept for reuse, the others deleted");
         // Fill the active segment and the prepared one: the next preparation reuses the pool file.
@@ -254,9 +255,13 @@ fn checkpointed_segments_are_recycled_up_to_the_limit_and_reused() {
         opened.wal.shutdown();
         assert_eq!(recycled_files(tmp.path()), 0, "the recycled file became a segment again");
         drop(opened);
-        let reopened = open(&options, 0);
+        let reopened = open(&options, checkpoint);
         assert_eq!(reopened.report.last_lsn, lsn);
-        let first = reopened.replayed.first().map(|r| r.0).unwrap();
-        assert!(first > 1, "checkpointed records are gone from the log");
+        assert_eq!(reopened.replayed.iter().map(|r| r.0).collect::<Vec<_>>(), (checkpoint + 1..=lsn).collect::<Vec<_>>());
+        drop(reopened);
+        match try_open(&options, 0) {
+            Err(WalError::Corrupt { reason, .. }) => assert!(reason.contains("records are missing"), "{reason}"),
+            other => panic!("opening without the checkpoint must refuse, got {:?}", other.map(|o| o.replayed.len())),
+        }
     }
 }
