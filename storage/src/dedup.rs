@@ -15,6 +15,8 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 pub const GENERATIONS: usize = 4;
+/// Keys a new generation is sized for at least (about 32 MiB of table).
+const GENERATION_CAPACITY_MIN: usize = 1 << 20;
 
 type KeySet = HashSet<u128, BuildHasherDefault<AHasher>>;
 
@@ -77,7 +79,10 @@ impl DedupWindow {
             Some((start, _)) => now_ms >= start.saturating_add(self.generation_ms),
         };
         if needs_new {
-            self.generations.push_front((now_ms, KeySet::default()));
+            // Size the new set like the last one so a busy window does not rehash its way up.
+            let previous = self.generations.front().map_or(0, |(_, set)| set.len());
+            let capacity = previous.max(GENERATION_CAPACITY_MIN).min(self.entries_max);
+            self.generations.push_front((now_ms, KeySet::with_capacity_and_hasher(capacity, Default::default())));
         }
         while self.generations.len() > GENERATIONS {
             self.drop_oldest();

@@ -23,7 +23,13 @@ pub fn mixed_schema() -> Schema {
     Schema::new("mixed", columns, vec![0, 1, 3], vec![0, 6]).expect("valid schema")
 }
 
-const TAGS: &[&str] = &["", "a", "b", "é", "日本語", "zz", "a\u{0}b", "🦀crab"];
+/// Includes strings a segment dictionary packs (canonical UUIDs in either case, dotted quads)
+/// and near misses it must keep raw.
+const TAGS: &[&str] = &[
+    "", "a", "b", "é", "日本語", "zz", "a\u{0}b", "🦀crab",
+    "0f8fad5b-d9cb-469f-a165-70867728950e", "7C9E6679-7425-40DE-944B-E07FC1F90AE7",
+    "7c9e6679-7425-40DE-944b-e07fc1f90ae7", "10.0.0.1", "192.168.1.255", "010.0.0.1", "1.2.3",
+];
 
 fn long_text(rng: &mut SmallRng) -> String {
     let n = rng.gen_range(100..200);

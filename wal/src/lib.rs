@@ -22,6 +22,7 @@
 //! own durability (the storage manifest records it and passes it to [`Wal::open`]).
 
 mod checkpoint;
+mod direct;
 mod durable;
 mod error;
 pub mod format;

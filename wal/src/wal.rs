@@ -108,6 +108,7 @@ impl Wal {
             next_index,
             last_lsn: next_lsn - 1,
             buf: Vec::new(),
+            direct: Default::default(),
         };
         let handle = std::thread::Builder::new().name("lookback-wal-writer".into()).spawn(move || writer.run_guarded());
         let handle = match handle {

@@ -20,6 +20,7 @@ use std::time::Instant;
 use lookback_common::Lsn;
 
 use crate::checkpoint::LiveSegments;
+use crate::direct::DirectWrites;
 use crate::durable::DurableLsn;
 use crate::error::{file_name, WalError};
 use crate::format::{decode_record, encode_record, SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
@@ -61,6 +62,7 @@ pub struct Writer {
     /// The last LSN serialized, for the monotonicity assertion.
     pub last_lsn: Lsn,
     pub buf: Vec<u8>,
+    pub direct: DirectWrites,
 }
 
 impl Writer {
@@ -100,9 +102,15 @@ impl Writer {
         for write in &writes {
             let bytes = &self.buf[write.range.clone()];
             let started = Instant::now();
-            if let Err(failure) = self.io.write_and_sync(&write.file, &write.path, write.offset, bytes) {
+            let result = match self.direct.stage(&write.file, &write.path, write.offset, bytes) {
+                Ok(Some(staged)) => self.io.write_and_sync(&staged.file, &write.path, staged.offset, staged.bytes),
+                Ok(None) => self.io.write_and_sync(&write.file, &write.path, write.offset, bytes),
+                Err(error) => Err(crate::io::IoFailure::write(error)),
+            };
+            if let Err(failure) = result {
                 return Err(format!("failed {} of {}: {}", failure.step.name(), file_name(&write.path), failure.error));
             }
+            self.direct.written(write.offset, bytes);
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.stats.record_sync(bytes.len() as u64, micros);
         }

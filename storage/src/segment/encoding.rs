@@ -20,6 +20,8 @@ pub(crate) const ENCODING_FOR_PLANES: u8 = 2;
 pub(crate) const ENCODING_DELTA_PLANES: u8 = 3;
 pub(crate) const ENCODING_DICT: u8 = 4;
 pub(crate) const ENCODING_DICT_RLE: u8 = 5;
+pub(crate) const ENCODING_SEGMENT_CODES: u8 = 6;
+pub(crate) const ENCODING_SEGMENT_CODES_RLE: u8 = 7;
 
 /// Compression ids, stored in the footer. Never renumber.
 pub(crate) const COMPRESSION_NONE: u8 = 0;
@@ -75,13 +77,20 @@ pub(crate) fn slice_block(column: &Column, range: Range<usize>) -> BlockSlice<'_
 }
 
 /// Every applicable (encoding id, raw bytes) candidate for `slice`, validity included.
-pub(crate) fn encode_candidates(slice: &BlockSlice<'_>, dictionary_values_max: usize) -> Vec<(u8, Vec<u8>)> {
-    let payloads = match &slice.values {
-        DenseValues::Bool(v) => vec![(ENCODING_PLAIN, numeric::encode_bools(v))],
-        DenseValues::Int(v) => numeric::encode_ints(v),
-        DenseValues::Float(v) => vec![(ENCODING_PLAIN, numeric::encode_floats(v))],
-        DenseValues::Uuid(v) => vec![(ENCODING_PLAIN, v.concat())],
-        DenseValues::Text(v) => text::encode_texts(v, dictionary_values_max),
+/// `segment_codes` are the codes of the slice's non-null values in the column's segment
+/// dictionary, when it has one (then only the segment-code encodings are offered).
+pub(crate) fn encode_candidates(
+    slice: &BlockSlice<'_>,
+    dictionary_values_max: usize,
+    segment_codes: Option<&[u32]>,
+) -> Vec<(u8, Vec<u8>)> {
+    let payloads = match (&slice.values, segment_codes) {
+        (DenseValues::Text(_), Some(codes)) => text::encode_segment_codes(codes),
+        (DenseValues::Bool(v), _) => vec![(ENCODING_PLAIN, numeric::encode_bools(v))],
+        (DenseValues::Int(v), _) => numeric::encode_ints(v),
+        (DenseValues::Float(v), _) => vec![(ENCODING_PLAIN, numeric::encode_floats(v))],
+        (DenseValues::Uuid(v), _) => vec![(ENCODING_PLAIN, v.concat())],
+        (DenseValues::Text(v), None) => text::encode_texts(v, dictionary_values_max),
     };
     let mut validity = Vec::new();
     if let Some(v) = &slice.validity {
@@ -105,18 +114,32 @@ pub(crate) fn encoding_supported(ty: ColumnType, encoding: u8) -> bool {
         ColumnType::Int64 | ColumnType::Timestamp => {
             matches!(encoding, ENCODING_FOR_PLANES | ENCODING_DELTA_PLANES)
         }
-        ColumnType::Text => matches!(encoding, ENCODING_PLAIN | ENCODING_DICT | ENCODING_DICT_RLE),
+        ColumnType::Text => matches!(
+            encoding,
+            ENCODING_PLAIN
+                | ENCODING_DICT
+                | ENCODING_DICT_RLE
+                | ENCODING_SEGMENT_CODES
+                | ENCODING_SEGMENT_CODES_RLE
+        ),
     }
 }
 
+/// Whether `encoding` holds codes into the column's segment dictionary.
+pub(crate) fn uses_segment_dictionary(encoding: u8) -> bool {
+    matches!(encoding, ENCODING_SEGMENT_CODES | ENCODING_SEGMENT_CODES_RLE)
+}
+
 /// Decodes raw bytes of one column block into a full column of `rows` rows (null slots hold
-/// zero / empty values, as in every [`Column`]).
+/// zero / empty values, as in every [`Column`]). `segment_dictionary` is the column's segment
+/// dictionary, needed by the segment-code encodings.
 pub(crate) fn decode_block(
     ty: ColumnType,
     encoding: u8,
     raw: &[u8],
     rows: usize,
     null_count: usize,
+    segment_dictionary: Option<&TextValues>,
 ) -> Result<Column, Invalid> {
     if !encoding_supported(ty, encoding) {
         return invalid(format!("encoding {encoding} is not valid for a {} column", ty.name()));
@@ -134,7 +157,9 @@ pub(crate) fn decode_block(
         }
         ColumnType::Float64 => ColumnValues::Float64(numeric::decode_floats(&mut r, non_null)?),
         ColumnType::Uuid => ColumnValues::Uuid(numeric::decode_uuids(&mut r, non_null)?),
-        ColumnType::Text => ColumnValues::Text(text::decode_texts(&mut r, encoding, non_null)?),
+        ColumnType::Text => {
+            ColumnValues::Text(text::decode_texts(&mut r, encoding, non_null, segment_dictionary)?)
+        }
     };
     if !r.is_empty() {
         return invalid(format!("{} trailing bytes after values", r.remaining()));

@@ -8,6 +8,9 @@
 //! u64 rows
 //! u32 block_count
 //! block_count × (u64 first_row, u32 rows)
+//! u16 dictionary_count (<= column_count)
+//! dictionary_count × (u16 column (text, strictly increasing), u32 entry_count, u64 offset,
+//!     u32 stored_len, u32 raw_len, u8 compression, u32 crc32)
 //! block_count × column_count × column block meta (block-major):
 //!     u64 offset, u32 stored_len, u32 raw_len, u8 encoding, u8 compression, u32 crc32,
 //!     zone map (u64 null_count, u8 flags, [min], [max])
@@ -18,17 +21,37 @@
 //! ```
 //!
 //! Decoding checks every count against the bytes left and every field against the schema, so a
-//! decoded footer can be trusted for indexing. [`Footer::check_layout`] then proves that column
-//! blocks and bitmaps tile the file between the header and the footer with no gap or overlap.
+//! decoded footer can be trusted for indexing; a column block uses a segment-code encoding only
+//! if its column has a segment dictionary. [`Footer::check_layout`] then proves that
+//! dictionaries, column blocks and bitmaps tile the file between the header and the footer with
+//! no gap or overlap.
 
-use super::encoding::{encoding_supported, COMPRESSION_NONE, COMPRESSION_ZSTD};
-use super::{SegmentInfo, ZoneMap, BLOCK_ROWS_MAX, COLUMN_BLOCK_RAW_BYTES_MAX, SEGMENT_ROWS_MAX};
-use lookback_common::{ByteReader, Schema};
+use super::encoding::{
+    encoding_supported, uses_segment_dictionary, COMPRESSION_NONE, COMPRESSION_ZSTD,
+};
+use super::{
+    SegmentInfo, ZoneMap, BLOCK_ROWS_MAX, COLUMN_BLOCK_RAW_BYTES_MAX,
+    SEGMENT_DICTIONARY_ENTRIES_MAX, SEGMENT_ROWS_MAX,
+};
+use lookback_common::{ByteReader, ColumnType, Schema};
 
 /// Fixed bytes of one block entry and the smallest column block meta (no zone bounds).
 const BLOCK_ENTRY_BYTES: usize = 12;
 const COLUMN_BLOCK_META_BYTES_MIN: usize = 31;
 const BITMAP_ENTRY_BYTES_MIN: usize = 25;
+const DICTIONARY_ENTRY_BYTES: usize = 27;
+
+/// Where one column's segment dictionary lies (see `dictionary.rs` for its bytes).
+#[derive(Clone, Debug)]
+pub(crate) struct DictionaryMeta {
+    pub column: usize,
+    pub entries: u32,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub compression: u8,
+    pub crc32: u32,
+}
 
 #[derive(Clone, Debug)]
 pub(crate) struct BlockMeta {
@@ -71,6 +94,8 @@ pub(crate) struct Footer {
     pub schema: Schema,
     pub rows: u64,
     pub blocks: Vec<BlockMeta>,
+    /// Segment dictionaries, by increasing column.
+    pub dictionaries: Vec<DictionaryMeta>,
     /// `blocks.len() × schema.len()`, block-major.
     pub column_blocks: Vec<ColumnBlockMeta>,
     pub bitmaps: Vec<BitmapIndex>,
@@ -87,6 +112,24 @@ impl Footer {
         &self.column_blocks[block * self.schema.len() + column]
     }
 
+    /// Stored bytes per schema column: its column blocks and its segment dictionary.
+    pub(crate) fn column_bytes(&self) -> Vec<u64> {
+        let columns = self.schema.len();
+        let mut bytes = vec![0u64; columns];
+        for (i, m) in self.column_blocks.iter().enumerate() {
+            bytes[i % columns] += m.stored_len as u64;
+        }
+        for d in &self.dictionaries {
+            bytes[d.column] += d.stored_len as u64;
+        }
+        bytes
+    }
+
+    /// Index into `dictionaries` of `column`'s segment dictionary.
+    pub(crate) fn dictionary_of(&self, column: usize) -> Option<usize> {
+        self.dictionaries.iter().position(|d| d.column == column)
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for x in [self.info.segment_id, self.info.min_lsn, self.info.max_lsn] {
@@ -101,6 +144,10 @@ impl Footer {
         for b in &self.blocks {
             out.extend_from_slice(&b.first_row.to_le_bytes());
             out.extend_from_slice(&b.rows.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.dictionaries.len() as u16).to_le_bytes());
+        for d in &self.dictionaries {
+            encode_dictionary(&mut out, d);
         }
         for m in &self.column_blocks {
             encode_column_block(&mut out, m);
@@ -125,31 +172,41 @@ impl Footer {
             return Err(format!("row count {rows} out of range"));
         }
         let blocks = decode_blocks(&mut r, rows)?;
+        let dictionaries = decode_dictionaries(&mut r, &schema, rows)?;
+        let has_dictionary: Vec<bool> =
+            (0..schema.len()).map(|c| dictionaries.iter().any(|d| d.column == c)).collect();
         let count = blocks.len() * schema.len();
         if count.saturating_mul(COLUMN_BLOCK_META_BYTES_MIN) > r.remaining() {
             return Err(format!("{count} column block entries exceed the footer"));
         }
         let mut column_blocks = Vec::with_capacity(count);
         for block in &blocks {
-            for column in 0..schema.len() {
-                column_blocks.push(decode_column_block(&mut r, &schema, column, block.rows)?);
+            for (column, &has_dictionary) in has_dictionary.iter().enumerate() {
+                let meta = decode_column_block(&mut r, &schema, column, block.rows)?;
+                if uses_segment_dictionary(meta.encoding) && !has_dictionary {
+                    let name = &schema.columns[column].name;
+                    return Err(format!("column {name}: segment codes without a segment dictionary"));
+                }
+                column_blocks.push(meta);
             }
         }
         let bitmaps = decode_bitmaps(&mut r, &schema)?;
         if !r.is_empty() {
             return Err(format!("{} trailing footer bytes", r.remaining()));
         }
-        Ok(Footer { info, schema, rows, blocks, column_blocks, bitmaps })
+        Ok(Footer { info, schema, rows, blocks, dictionaries, column_blocks, bitmaps })
     }
 
-    /// Checks that column blocks (block-major) then bitmaps (directory order) exactly tile
-    /// `[data_start, footer_offset)`: every data byte is covered by one checksum.
+    /// Checks that dictionaries, then column blocks (block-major), then bitmaps (directory
+    /// order) exactly tile `[data_start, footer_offset)`: every data byte is covered by one
+    /// checksum.
     pub(crate) fn check_layout(&self, data_start: u64, footer_offset: u64) -> Result<()> {
+        let dictionary_spans = self.dictionaries.iter().map(|d| (d.offset, d.stored_len));
         let column_spans = self.column_blocks.iter().map(|m| (m.offset, m.stored_len));
         let bitmap_spans =
             self.bitmaps.iter().flat_map(|b| b.entries.iter()).map(|e| (e.offset, e.len));
         let mut cursor = data_start;
-        for (offset, len) in column_spans.chain(bitmap_spans) {
+        for (offset, len) in dictionary_spans.chain(column_spans).chain(bitmap_spans) {
             if offset != cursor {
                 return Err(format!("data at offset {offset}, expected {cursor}"));
             }
@@ -191,6 +248,44 @@ fn decode_blocks(r: &mut ByteReader<'_>, rows: u64) -> Result<Vec<BlockMeta>> {
         return Err(format!("blocks hold {next_row} rows, footer says {rows}"));
     }
     Ok(blocks)
+}
+
+fn encode_dictionary(out: &mut Vec<u8>, d: &DictionaryMeta) {
+    out.extend_from_slice(&(d.column as u16).to_le_bytes());
+    out.extend_from_slice(&d.entries.to_le_bytes());
+    out.extend_from_slice(&d.offset.to_le_bytes());
+    out.extend_from_slice(&d.stored_len.to_le_bytes());
+    out.extend_from_slice(&d.raw_len.to_le_bytes());
+    out.push(d.compression);
+    out.extend_from_slice(&d.crc32.to_le_bytes());
+}
+
+fn decode_dictionaries(r: &mut ByteReader<'_>, schema: &Schema, rows: u64) -> Result<Vec<DictionaryMeta>> {
+    let count = read(r.u16())? as usize;
+    if count > schema.len() || count.saturating_mul(DICTIONARY_ENTRY_BYTES) > r.remaining() {
+        return Err(format!("dictionary count {count} out of range"));
+    }
+    let entries_max = (rows as usize).min(SEGMENT_DICTIONARY_ENTRIES_MAX) as u64;
+    let mut dictionaries: Vec<DictionaryMeta> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let d = DictionaryMeta {
+            column: read(r.u16())? as usize,
+            entries: read(r.u32())?,
+            offset: read(r.u64())?,
+            stored_len: read(r.u32())?,
+            raw_len: read(r.u32())?,
+            compression: read(r.u8())?,
+            crc32: read(r.u32())?,
+        };
+        let text = schema.columns.get(d.column).is_some_and(|c| c.ty == ColumnType::Text);
+        let increasing = dictionaries.last().is_none_or(|last| last.column < d.column);
+        if !text || !increasing || d.entries == 0 || d.entries as u64 > entries_max {
+            return Err(format!("dictionary of column {} with {} entries", d.column, d.entries));
+        }
+        check_compression(d.compression, d.stored_len, d.raw_len)?;
+        dictionaries.push(d);
+    }
+    Ok(dictionaries)
 }
 
 fn encode_column_block(out: &mut Vec<u8>, m: &ColumnBlockMeta) {

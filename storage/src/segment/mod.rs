@@ -3,23 +3,28 @@
 //! A segment holds one sorted [`Batch`](lookback_common::Batch) of one [`Schema`]. Rows are cut
 //! into blocks of `block_rows` rows; each (block, column) pair is one *column block*, encoded
 //! with the cheapest of a few type-specific encodings and compressed with zstd (or stored raw
-//! when zstd does not shrink it). A footer at the end describes every column block (offset,
-//! lengths, encoding, crc32, null count, zone map) and the roaring bitmap index; a fixed-size
+//! when zstd does not shrink it). A text column whose values repeat gets one *segment
+//! dictionary* (sorted, packed, stored once; see `dictionary.rs`) and its column blocks then
+//! hold only codes into it. A footer at the end describes every dictionary and column block
+//! (offset, lengths, encoding, crc32, null count, zone map) and the bitmap index; a fixed-size
 //! trailer locates the footer. The byte layout is in `docs/format-segment.md`.
 //!
 //! ```text
-//! header (16) | column blocks (block-major) | bitmaps | footer | trailer (28)
+//! header (16) | segment dictionaries | column blocks (block-major) | bitmaps | footer | trailer (28)
 //! ```
 //!
 //! Invariants: rows are sorted by `schema.sort_key` (asserted before writing); the file is
 //! written once, fsynced, and never modified (so it is safe to mmap); every byte between the
-//! header and the footer belongs to exactly one checksummed column block or bitmap (checked at
-//! open), so any corruption is detected before it is decoded.
+//! header and the footer belongs to exactly one checksummed dictionary, column block or bitmap
+//! (checked at open), so any corruption is detected before it is decoded. Any one block decodes
+//! independently of other blocks: it needs at most its column's segment dictionary, which a
+//! [`Segment`] decodes once, on first use, and caches.
 //!
 //! Not here: naming, renaming into place and directory fsync (the caller's commit protocol),
 //! caching of decoded blocks, and query evaluation.
 
 mod bitmap;
+mod dictionary;
 mod encoding;
 mod footer;
 mod numeric;
@@ -54,6 +59,9 @@ pub const COLUMN_BLOCK_RAW_BYTES_MAX: usize = 1 << 30;
 pub const FOOTER_BYTES_MAX: usize = 64 << 20;
 /// Bytes of a text min/max kept in a zone map; longer values give no bound.
 pub const ZONE_TEXT_BYTES_MAX: usize = 128;
+/// Entries of one segment dictionary; a text column with more distinct values keeps per-block
+/// encodings. Bounds the dictionary a reader decodes and caches per column.
+pub const SEGMENT_DICTIONARY_ENTRIES_MAX: usize = 1 << 22;
 
 /// Knobs of [`write_segment`]. Readers need none of them: the file describes itself.
 #[derive(Clone, Debug)]

@@ -4,27 +4,36 @@
 //! data layout (every byte between header and footer is in one checksummed column block or
 //! bitmap); it decodes no column data. `read_block` verifies each column block's crc32 before
 //! decompressing it, so a flipped bit is reported as corruption with path and offset, never
-//! decoded into wrong values. Nothing here panics on file contents.
+//! decoded into wrong values. A column's segment dictionary is verified, decoded and cached the
+//! first time a block of that column needs it (once per `Segment`, shared by all threads);
+//! a corrupt dictionary fails every read that needs it. Nothing here panics on file contents.
 
 use super::bitmap;
-use super::encoding::{decode_block, COMPRESSION_ZSTD};
-use super::footer::{ColumnBlockMeta, Footer};
+use super::dictionary;
+use super::encoding::{decode_block, uses_segment_dictionary, COMPRESSION_ZSTD};
+use super::footer::{ColumnBlockMeta, DictionaryMeta, Footer};
 use super::{
     SegmentInfo, ZoneMap, FOOTER_BYTES_MAX, HEADER_BYTES, SEGMENT_FORMAT_VERSION, SEGMENT_MAGIC,
     TRAILER_BYTES,
 };
 use crate::StorageError;
-use lookback_common::{crc32, Batch, ByteReader, Column, Schema};
+use lookback_common::{crc32, Batch, ByteReader, Column, Schema, TextValues};
 use memmap2::Mmap;
 use roaring::RoaringBitmap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A decoded segment dictionary, or why it does not decode.
+type CachedDictionary = OnceLock<Result<TextValues, String>>;
 
 /// An open, verified segment. `Send + Sync`: the mapping is read-only and the file immutable.
 pub struct Segment {
     path: PathBuf,
     map: Mmap,
     footer: Footer,
+    /// Parallel to `footer.dictionaries`, filled on first use.
+    dictionaries: Vec<CachedDictionary>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -45,7 +54,8 @@ impl Segment {
         // only removed after every reader is gone), so the mapped bytes do not change under us.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| StorageError::io(context(), e))?;
         let footer = read_footer(path, &map)?;
-        Ok(Segment { path: path.to_path_buf(), map, footer })
+        let dictionaries = footer.dictionaries.iter().map(|_| OnceLock::new()).collect();
+        Ok(Segment { path: path.to_path_buf(), map, footer, dictionaries })
     }
 
     pub fn path(&self) -> &Path {
@@ -68,14 +78,9 @@ impl Segment {
         self.map.len() as u64
     }
 
-    /// Stored bytes per schema column, validity included.
+    /// Stored bytes per schema column, validity and segment dictionary included.
     pub fn column_bytes(&self) -> Vec<u64> {
-        let columns = self.footer.schema.len();
-        let mut bytes = vec![0u64; columns];
-        for (i, m) in self.footer.column_blocks.iter().enumerate() {
-            bytes[i % columns] += m.stored_len as u64;
-        }
-        bytes
+        self.footer.column_bytes()
     }
 
     /// Bytes of the bitmap index section.
@@ -148,12 +153,54 @@ impl Segment {
             return Err(corrupt(format!("{} raw bytes, footer says {}", raw.len(), meta.raw_len)));
         }
         let null_count = meta.zone.null_count as usize;
-        decode_block(def.ty, meta.encoding, raw, rows, null_count).map_err(|e| corrupt(e.0))
+        let dictionary = match uses_segment_dictionary(meta.encoding) {
+            true => Some(self.segment_dictionary(column)?),
+            false => None,
+        };
+        decode_block(def.ty, meta.encoding, raw, rows, null_count, dictionary)
+            .map_err(|e| corrupt(e.0))
+    }
+
+    /// `column`'s segment dictionary, decoded on first use. The footer guarantees that a
+    /// column block with segment codes has one.
+    fn segment_dictionary(&self, column: usize) -> Result<&TextValues, StorageError> {
+        let name = &self.footer.schema.columns[column].name;
+        let Some(i) = self.footer.dictionary_of(column) else {
+            unreachable!("footer decode checks segment codes have a dictionary");
+        };
+        let meta = &self.footer.dictionaries[i];
+        let decoded = self.dictionaries[i].get_or_init(|| self.decode_dictionary(meta));
+        decoded.as_ref().map_err(|reason| {
+            StorageError::corrupt(&self.path, meta.offset, format!("dictionary of column {name}: {reason}"))
+        })
+    }
+
+    fn decode_dictionary(&self, meta: &DictionaryMeta) -> Result<TextValues, String> {
+        let stored = span(&self.map, meta.offset, meta.stored_len).ok_or("outside the file")?;
+        let actual = crc32(stored);
+        if actual != meta.crc32 {
+            return Err(format!("crc32 {actual:#010x}, footer says {:#010x}", meta.crc32));
+        }
+        let raw_owned;
+        let raw = if meta.compression == COMPRESSION_ZSTD {
+            raw_owned = zstd::bulk::decompress(stored, meta.raw_len as usize)
+                .map_err(|e| format!("zstd: {e}"))?;
+            raw_owned.as_slice()
+        } else {
+            stored
+        };
+        if raw.len() != meta.raw_len as usize {
+            return Err(format!("{} raw bytes, footer says {}", raw.len(), meta.raw_len));
+        }
+        let text = dictionary::decode(raw, meta.entries as usize).map_err(|e| e.0)?;
+        if text.len() != meta.entries as usize {
+            return Err(format!("{} entries, footer says {}", text.len(), meta.entries));
+        }
+        Ok(text)
     }
 
     fn stored_bytes(&self, meta: &ColumnBlockMeta) -> Option<&[u8]> {
-        let start = usize::try_from(meta.offset).ok()?;
-        self.map.get(start..start.checked_add(meta.stored_len as usize)?)
+        span(&self.map, meta.offset, meta.stored_len)
     }
 
     /// Every block, every column, concatenated.
@@ -207,6 +254,12 @@ impl Segment {
         let index = self.footer.bitmaps.iter().find(|b| b.column == column);
         Ok(index.map_or_else(Vec::new, |b| b.entries.iter().map(|e| e.value.clone()).collect()))
     }
+}
+
+/// `len` bytes at `offset` of `map`, if they lie inside it.
+fn span(map: &[u8], offset: u64, len: u32) -> Option<&[u8]> {
+    let start = usize::try_from(offset).ok()?;
+    map.get(start..start.checked_add(len as usize)?)
 }
 
 /// Checks header and trailer, verifies and decodes the footer, checks the data layout.

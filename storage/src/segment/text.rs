@@ -8,13 +8,20 @@
 //!   `run_length - 1` per run. Segments are sorted by device, so device attributes (ip, user
 //!   agent, platform) come in long runs and sorted device ids give code deltas of +1.
 //!
-//! The writer offers plain always, and both dictionary forms when the block has at most
+//! - segment codes: byte planes of one code per value into the column's segment dictionary
+//!   (`dictionary.rs`), which is stored once per segment, not in the block.
+//! - segment codes RLE: `u32 run_count` and the runs as in dict RLE, codes into the segment
+//!   dictionary. Sorted device ids give increasing codes along each app's run.
+//!
+//! When the column has a segment dictionary the writer offers only the two segment-code forms
+//! (they never lose to a per-block dictionary of the same values, and skip its cost). Otherwise
+//! it offers plain always, and both dictionary forms when the block has at most
 //! `dictionary_values_max` distinct values and at most half as many distinct values as values
 //! (beyond that a dictionary cannot pay for itself); the smallest after compression wins.
 
 use super::encoding::{
     get_planes, invalid, put_planes, unzigzag, zigzag, Invalid, ENCODING_DICT, ENCODING_DICT_RLE,
-    ENCODING_PLAIN,
+    ENCODING_PLAIN, ENCODING_SEGMENT_CODES, ENCODING_SEGMENT_CODES_RLE,
 };
 use super::COLUMN_BLOCK_RAW_BYTES_MAX;
 use crate::sort::rank_text;
@@ -38,6 +45,15 @@ pub(crate) fn encode_texts(values: &[&[u8]], dictionary_values_max: usize) -> Ve
     put_runs(&mut runs, &codes);
     candidates.push((ENCODING_DICT_RLE, runs));
     candidates
+}
+
+/// Both segment-code candidates for the codes of one block's non-null values.
+pub(crate) fn encode_segment_codes(codes: &[u32]) -> Vec<(u8, Vec<u8>)> {
+    let mut plain = Vec::with_capacity(1 + codes.len() * 3);
+    put_planes(&mut plain, &codes.iter().map(|&c| c as u64).collect::<Vec<_>>());
+    let mut runs = Vec::new();
+    put_runs(&mut runs, codes);
+    vec![(ENCODING_SEGMENT_CODES, plain), (ENCODING_SEGMENT_CODES_RLE, runs)]
 }
 
 fn encode_plain(values: &[&[u8]]) -> Vec<u8> {
@@ -85,29 +101,44 @@ fn put_runs(out: &mut Vec<u8>, codes: &[u32]) {
     put_planes(out, &lengths);
 }
 
+/// Decodes `count` dense values. `segment_dictionary` is the column's segment dictionary, which
+/// the segment-code encodings need (the caller passes it when the column has one).
 pub(crate) fn decode_texts(
     r: &mut ByteReader<'_>,
     encoding: u8,
     count: usize,
+    segment_dictionary: Option<&TextValues>,
 ) -> Result<TextValues, Invalid> {
     match encoding {
         ENCODING_PLAIN => {
             let lengths = get_planes(r, count)?;
             let strings = get_strings(r, &lengths)?;
             let codes: Vec<u32> = (0..count as u32).collect();
-            expand_codes(&strings, &codes)
+            expand_codes(strings.len(), |c| strings[c].as_bytes(), &codes)
         }
         ENCODING_DICT | ENCODING_DICT_RLE => {
             let strings = get_dictionary(r, count)?;
-            let codes = if encoding == ENCODING_DICT {
-                let codes = get_planes(r, count)?;
-                codes.into_iter().map(|c| u32::try_from(c).unwrap_or(u32::MAX)).collect()
-            } else {
-                get_runs(r, count)?
+            let codes = get_codes(r, encoding == ENCODING_DICT, count)?;
+            expand_codes(strings.len(), |c| strings[c].as_bytes(), &codes)
+        }
+        ENCODING_SEGMENT_CODES | ENCODING_SEGMENT_CODES_RLE => {
+            let Some(dictionary) = segment_dictionary else {
+                return invalid("segment codes without a segment dictionary");
             };
-            expand_codes(&strings, &codes)
+            let codes = get_codes(r, encoding == ENCODING_SEGMENT_CODES, count)?;
+            expand_codes(dictionary.len(), |c| dictionary.get_bytes(c), &codes)
         }
         other => invalid(format!("unknown text encoding {other}")),
+    }
+}
+
+/// Plain codes (byte planes) or runs.
+fn get_codes(r: &mut ByteReader<'_>, plain: bool, count: usize) -> Result<Vec<u32>, Invalid> {
+    if plain {
+        let codes = get_planes(r, count)?;
+        Ok(codes.into_iter().map(|c| u32::try_from(c).unwrap_or(u32::MAX)).collect())
+    } else {
+        get_runs(r, count)
     }
 }
 
@@ -159,21 +190,29 @@ fn get_runs(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<u32>, Invalid> {
     Ok(codes)
 }
 
-/// Builds the values `strings[codes[i]]`, bounding the expanded size before allocating.
-fn expand_codes(strings: &[&str], codes: &[u32]) -> Result<TextValues, Invalid> {
+/// Builds the values `entry(codes[i])` from a dictionary of `len` UTF-8 entries, checking every
+/// code and bounding the expanded size before allocating.
+fn expand_codes<'d>(
+    len: usize,
+    entry: impl Fn(usize) -> &'d [u8],
+    codes: &[u32],
+) -> Result<TextValues, Invalid> {
     let mut total = 0usize;
     for &c in codes {
-        let Some(s) = strings.get(c as usize) else {
-            return invalid(format!("code {c} outside a dictionary of {}", strings.len()));
-        };
-        total += s.len();
+        if c as usize >= len {
+            return invalid(format!("code {c} outside a dictionary of {len}"));
+        }
+        total += entry(c as usize).len();
         if total > COLUMN_BLOCK_RAW_BYTES_MAX {
             return invalid("expanded text exceeds the column block limit");
         }
     }
     let mut text = TextValues::with_capacity(codes.len(), total);
     for &c in codes {
-        text.push(strings[c as usize]);
+        // Entries are validated UTF-8 (by get_strings or the segment dictionary's decoder),
+        // so appending bytes keeps the TextValues invariant.
+        text.data.extend_from_slice(entry(c as usize));
+        text.offsets.push(text.data.len() as u32);
     }
     Ok(text)
 }

@@ -1,24 +1,28 @@
-//! Writing a segment file: encode and compress every column block, append the bitmaps, the
-//! footer and the trailer, fsync.
+//! Writing a segment file: build and write the segment dictionaries, encode and compress every
+//! column block, append the bitmaps, the footer and the trailer, fsync.
 //!
-//! The file is created with `O_EXCL` and written front to back, one column block at a time, so
-//! memory holds one block's candidates, not the whole file. Every create/write/sync first asks
+//! A text column gets a segment dictionary when its values repeat enough
+//! ([`dictionary::pays`]); its codes for every non-null row are computed once, up front, and
+//! each of its blocks stores only its slice of them. The file is created with `O_EXCL` and
+//! written front to back, one column block at a time, so memory holds one block's candidates
+//! (plus the dictionaries' codes), not the whole file. Every create/write/sync first asks
 //! [`Faults::check`]. On error the partial file is left for the caller's commit protocol to
 //! remove (it never got a final name). Renaming into place and directory fsync are the caller's.
 
 use super::bitmap::{self, ColumnBitmaps};
+use super::dictionary;
 use super::encoding::{
     encode_candidates, slice_block, BlockSlice, DenseValues, COMPRESSION_NONE, COMPRESSION_ZSTD,
 };
-use super::footer::{BitmapEntry, BitmapIndex, BlockMeta, ColumnBlockMeta, Footer};
+use super::footer::{BitmapEntry, BitmapIndex, BlockMeta, ColumnBlockMeta, DictionaryMeta, Footer};
 use super::{
     SegmentInfo, SegmentSummary, SegmentWriteOptions, ZoneMap, BLOCK_ROWS_MAX,
     COLUMN_BLOCK_RAW_BYTES_MAX, FOOTER_BYTES_MAX, HEADER_BYTES, SEGMENT_FORMAT_VERSION,
     SEGMENT_MAGIC, SEGMENT_ROWS_MAX, TRAILER_BYTES,
 };
-use crate::sort::is_sorted;
+use crate::sort::{is_sorted, rank_text};
 use crate::StorageError;
-use lookback_common::{crc32, Batch, Column, ColumnType, FaultOp, Faults, Schema};
+use lookback_common::{crc32, Batch, Column, ColumnType, ColumnValues, FaultOp, Faults, Schema};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
@@ -49,7 +53,9 @@ pub fn write_segment(
     out.write(&header(), "write header")?;
     let mut compressors = Compressors::new(options.zstd_level)
         .map_err(|e| StorageError::io(context("start zstd"), e))?;
-    let (blocks, column_blocks) = write_column_blocks(&mut out, schema, batch, options, &mut compressors)?;
+    let (dictionaries, codes) = write_dictionaries(&mut out, schema, batch, &mut compressors)?;
+    let (blocks, column_blocks) =
+        write_column_blocks(&mut out, schema, batch, options, &codes, &mut compressors)?;
     let index_start = out.written;
     let bitmaps = write_bitmaps(&mut out, bitmap::build(schema, batch), &mut compressors)?;
     let index_bytes = out.written - index_start;
@@ -58,6 +64,7 @@ pub fn write_segment(
         schema: schema.clone(),
         rows: batch.rows() as u64,
         blocks,
+        dictionaries,
         column_blocks,
         bitmaps,
     };
@@ -69,7 +76,7 @@ pub fn write_segment(
     let summary = SegmentSummary {
         rows: footer.rows,
         file_bytes: out.written,
-        column_bytes: column_bytes(&footer),
+        column_bytes: footer.column_bytes(),
         index_bytes,
     };
     assert_eq!(summary.file_bytes, footer_offset + footer_bytes.len() as u64 + TRAILER_BYTES);
@@ -123,15 +130,6 @@ fn encode_footer(footer: &Footer, context: &dyn Fn(&str) -> String) -> Result<Ve
     Ok(bytes)
 }
 
-fn column_bytes(footer: &Footer) -> Vec<u64> {
-    let columns = footer.schema.len();
-    let mut bytes = vec![0u64; columns];
-    for (i, m) in footer.column_blocks.iter().enumerate() {
-        bytes[i % columns] += m.stored_len as u64;
-    }
-    bytes
-}
-
 /// The file being written, with the running offset.
 struct Output<'a> {
     file: File,
@@ -159,23 +157,89 @@ impl Output<'_> {
     }
 }
 
+/// Per schema column, the segment dictionary codes of its non-null values, if it has one.
+type DictionaryCodes = Vec<Option<Vec<u32>>>;
+
+/// Builds, writes and describes the segment dictionary of every text column where one pays.
+/// Returns the directory and, per schema column, the codes of its non-null values (in row
+/// order) when it has a dictionary.
+fn write_dictionaries(
+    out: &mut Output<'_>,
+    schema: &Schema,
+    batch: &Batch,
+    compressors: &mut Compressors,
+) -> Result<(Vec<DictionaryMeta>, DictionaryCodes), StorageError> {
+    let mut metas = Vec::new();
+    let mut all_codes = Vec::with_capacity(schema.len());
+    for (c, (def, column)) in schema.columns.iter().zip(batch.columns()).enumerate() {
+        let ColumnValues::Text(text) = &column.values else {
+            all_codes.push(None);
+            continue;
+        };
+        let values: Vec<&[u8]> = (0..text.len())
+            .filter(|&i| column.validity.as_ref().is_none_or(|v| v[i]))
+            .map(|i| text.get_bytes(i))
+            .collect();
+        let (entries, codes) = rank_text(&values);
+        if !dictionary::pays(entries.len(), values.len())
+            || dictionary::expanded_bytes(&entries) > COLUMN_BLOCK_RAW_BYTES_MAX
+        {
+            all_codes.push(None);
+            continue;
+        }
+        let what = format!("write dictionary of column {}", def.name);
+        let raw = dictionary::encode(&entries);
+        if cfg!(debug_assertions) {
+            // Pair assertion: the dictionary decodes to exactly the entries.
+            let back = dictionary::decode(&raw, entries.len()).unwrap_or_else(|e| panic!("{what}: {}", e.0));
+            assert!((0..back.len()).map(|i| back.get_bytes(i)).eq(entries.iter().copied()), "{what}");
+        }
+        if raw.len() > COLUMN_BLOCK_RAW_BYTES_MAX {
+            all_codes.push(None);
+            continue;
+        }
+        let compressed = compressors
+            .compress(&raw)
+            .map_err(|e| StorageError::io(format!("{}: {what}", out.path.display()), e))?;
+        let (compression, stored) = stored_form(&raw, Some(compressed));
+        metas.push(DictionaryMeta {
+            column: c,
+            entries: entries.len() as u32,
+            offset: out.written,
+            stored_len: stored.len() as u32,
+            raw_len: raw.len() as u32,
+            compression,
+            crc32: crc32(&stored),
+        });
+        out.write(&stored, &what)?;
+        all_codes.push(Some(codes));
+    }
+    Ok((metas, all_codes))
+}
+
 fn write_column_blocks(
     out: &mut Output<'_>,
     schema: &Schema,
     batch: &Batch,
     options: &SegmentWriteOptions,
+    codes: &[Option<Vec<u32>>],
     compressors: &mut Compressors,
 ) -> Result<(Vec<BlockMeta>, Vec<ColumnBlockMeta>), StorageError> {
     let rows = batch.rows();
     let mut blocks = Vec::new();
     let mut metas = Vec::new();
+    // Per column: how many of its segment dictionary codes earlier blocks used.
+    let mut codes_used = vec![0usize; schema.len()];
     for start in (0..rows).step_by(options.block_rows) {
         let end = (start + options.block_rows).min(rows);
         blocks.push(BlockMeta { first_row: start as u64, rows: (end - start) as u32 });
-        for (def, column) in schema.columns.iter().zip(batch.columns()) {
+        for (c, (def, column)) in schema.columns.iter().zip(batch.columns()).enumerate() {
             let what = format!("write block {} column {}", blocks.len() - 1, def.name);
-            let (meta, stored) = encode_column_block(column, def.ty, start..end, options, compressors)
-                .map_err(|e| StorageError::io(format!("{}: {what}", out.path.display()), e))?;
+            let block_codes = codes[c].as_deref().map(|all| &all[codes_used[c]..]);
+            let (meta, stored, used) =
+                encode_column_block(column, def.ty, start..end, options, block_codes, compressors)
+                    .map_err(|e| StorageError::io(format!("{}: {what}", out.path.display()), e))?;
+            codes_used[c] += used;
             let meta = ColumnBlockMeta { offset: out.written, ..meta };
             out.write(&stored, &what)?;
             metas.push(meta);
@@ -184,17 +248,22 @@ fn write_column_blocks(
     Ok((blocks, metas))
 }
 
-/// Encodes one column block; returns its meta (offset unset) and stored bytes.
+/// Encodes one column block; returns its meta (offset unset), its stored bytes, and how many
+/// of `segment_codes` (the column's remaining segment dictionary codes) it used.
 fn encode_column_block(
     column: &Column,
     ty: ColumnType,
     range: std::ops::Range<usize>,
     options: &SegmentWriteOptions,
+    segment_codes: Option<&[u32]>,
     compressors: &mut Compressors,
-) -> io::Result<(ColumnBlockMeta, Vec<u8>)> {
-    let slice = slice_block(column, range);
+) -> io::Result<(ColumnBlockMeta, Vec<u8>, usize)> {
+    let slice = slice_block(column, range.clone());
     check_text_size(&slice)?;
-    let candidates = encode_candidates(&slice, options.dictionary_values_max);
+    let non_null = range.len() - slice.null_count;
+    let segment_codes = segment_codes.map(|codes| &codes[..non_null]);
+    let used = segment_codes.map_or(0, |codes| codes.len());
+    let candidates = encode_candidates(&slice, options.dictionary_values_max, segment_codes);
     let (encoding, raw, compressed) = compressors.smallest(candidates)?;
     if raw.len() > COLUMN_BLOCK_RAW_BYTES_MAX {
         return Err(too_large(raw.len()));
@@ -209,7 +278,7 @@ fn encode_column_block(
         crc32: crc32(&stored),
         zone: ZoneMap::of(&slice, ty),
     };
-    Ok((meta, stored))
+    Ok((meta, stored, used))
 }
 
 /// zstd output when it is smaller, else the raw bytes.
@@ -250,6 +319,11 @@ impl Compressors {
             None
         };
         Ok(Compressors { level: zstd::bulk::Compressor::new(level)?, probe })
+    }
+
+    /// `raw` compressed at the requested level.
+    fn compress(&mut self, raw: &[u8]) -> io::Result<Vec<u8>> {
+        self.level.compress(raw)
     }
 
     /// The candidate smallest after compression: (encoding, raw, compressed at the level).
