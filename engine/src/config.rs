@@ -86,7 +86,9 @@ impl Default for IngestConfig {
     fn default() -> Self {
         let w = lookback_wire::ingest::IngestServerConfig::default();
         IngestConfig {
-            frame_bytes_max: w.frame_bytes_max,
+            // Below the WAL's record limit (48 MiB with 64 MiB segments): a batch is logged as
+            // one record.
+            frame_bytes_max: INGEST_FRAME_BYTES_MAX_DEFAULT.min(w.frame_bytes_max),
             batch_events_max: w.batch_events_max,
             text_value_bytes_max: w.text_value_bytes_max,
             inflight_batches_max: w.inflight_batches_max,
@@ -97,7 +99,26 @@ impl Default for IngestConfig {
     }
 }
 
+/// Default ingest frame limit: comfortably under the WAL record limit of the default WAL
+/// segment size, so every accepted batch fits one WAL record.
+const INGEST_FRAME_BYTES_MAX_DEFAULT: usize = 32 << 20;
+/// Bytes a WAL record adds around a batch (record header, table name, producer fields).
+const WAL_RECORD_OVERHEAD_BYTES: usize = 4096;
+
 impl Config {
+    /// Cross-field checks, so a bad combination fails at start-up with a clear message
+    /// instead of as rejected batches later.
+    pub fn validate(&self) -> Result<()> {
+        let wal = self.db_options()?.wal_record_bytes_max();
+        let frame = self.ingest.frame_bytes_max;
+        if frame + WAL_RECORD_OVERHEAD_BYTES > wal {
+            anyhow::bail!(
+                "ingest.frame_bytes_max ({frame}) must be at least {WAL_RECORD_OVERHEAD_BYTES} bytes below the WAL record limit ({wal}, half of storage.wal_segment_bytes up to 48 MiB): raise wal_segment_bytes or lower frame_bytes_max"
+            );
+        }
+        Ok(())
+    }
+
     pub fn load(path: Option<&Path>) -> Result<Config> {
         let Some(path) = path else { return Ok(Config::default()) };
         let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
@@ -153,7 +174,11 @@ mod tests {
         assert_eq!(c.ingest_addr, "127.0.0.1:7433");
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
         let mut c = Config::default();
+        c.validate().unwrap();
         c.storage.wal_io = "nope".into();
         assert!(c.db_options().is_err());
+        let mut c = Config::default();
+        c.storage.wal_segment_bytes = 4 << 20;
+        assert!(c.validate().unwrap_err().to_string().contains("frame_bytes_max"));
     }
 }

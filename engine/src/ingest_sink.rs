@@ -28,6 +28,7 @@ pub fn ingest_error(e: DbError) -> IngestError {
         DbError::SchemaMismatch(_) => ErrorCode::SchemaMismatch,
         DbError::Overloaded(_) => ErrorCode::Overloaded,
         DbError::ShuttingDown => ErrorCode::ShuttingDown,
+        DbError::TooLarge(_) => ErrorCode::ValueTooLarge,
         _ => ErrorCode::StorageFailure,
     };
     IngestError { code, message: e.to_string() }

@@ -73,6 +73,19 @@ impl DedupWindow {
         true
     }
 
+    /// Removes keys inserted by the last admission, whose WAL append then failed: those events
+    /// were never stored, so a retry must not be dropped as a duplicate. Keys of one admission
+    /// all went into the newest generation (one `now_ms` per admission).
+    pub fn forget(&mut self, keys: &[u128]) {
+        if let Some((_, newest)) = self.generations.front_mut() {
+            for key in keys {
+                if newest.remove(key) {
+                    self.entries -= 1;
+                }
+            }
+        }
+    }
+
     fn rotate(&mut self, now_ms: u64) {
         let needs_new = match self.generations.front() {
             None => true,
@@ -111,6 +124,16 @@ mod tests {
             w.insert(dedup_key(b"app", &[t as u8; 16]), t * hour);
         }
         assert!(!w.contains(k), "dropped after at most 4/3 of the window");
+    }
+
+    #[test]
+    fn forgotten_keys_are_admitted_again() {
+        let mut w = DedupWindow::new(1000, 100);
+        let keys = [dedup_key(b"a", &[1; 16]), dedup_key(b"a", &[2; 16])];
+        keys.iter().for_each(|k| assert!(w.insert(*k, 5)));
+        w.forget(&keys);
+        assert_eq!(w.len(), 0);
+        assert!(w.insert(keys[0], 6));
     }
 
     #[test]

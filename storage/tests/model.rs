@@ -172,3 +172,24 @@ fn missing_manifest_with_data_present_refuses_to_start() {
     let err = Db::open(small_options(dir.path())).err().expect("empty manifest must refuse");
     assert!(err.to_string().contains("corrupt"), "{err}");
 }
+
+/// Regression: a batch the WAL refused (too large) was never stored, so its events must not be
+/// remembered by the dedup window; resending them in smaller batches stores them.
+#[test]
+fn events_of_a_refused_batch_are_not_treated_as_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = small_options(dir.path());
+    options.wal_segment_bytes = 64 << 10;
+    let db = Db::open(options).unwrap();
+    let mut rng = SmallRng::seed_from_u64(9);
+    let rows: Vec<Row> = (0..400).map(|_| random_row(&mut rng, &[])).collect();
+    let distinct: std::collections::HashSet<String> = rows.iter().map(|r| format!("{:?}{:?}", r[0], r[1])).collect();
+    match admit_and_wait(&db, 1, 1, build(&Schema::events(), &rows)) {
+        Err(DbError::TooLarge(message)) => assert!(message.contains("smaller batches"), "{message}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    for (i, chunk) in rows.chunks(50).enumerate() {
+        admit_and_wait(&db, 1, 2 + i as u64, build(&Schema::events(), chunk)).unwrap();
+    }
+    assert_eq!(visible_rows(&db).len(), distinct.len());
+}

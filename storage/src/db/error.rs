@@ -13,6 +13,9 @@ pub enum DbError {
     /// Memtables are full because flushing is behind: retry later (backpressure).
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// The batch is too large to log as one record.
+    #[error("batch too large: {0}")]
+    TooLarge(String),
     #[error("the database is shutting down")]
     ShuttingDown,
     #[error("{0}")]

@@ -302,21 +302,34 @@ fn admit(
     }
     let now_ms = now_unix_ms();
     let rows_in = batch.rows();
-    let batch = match t.dedup_columns {
+    let (batch, inserted_keys) = match t.dedup_columns {
         Some(cols) => dedup_batch(&mut state.dedup, batch, cols, now_ms),
-        None => batch,
+        None => (batch, Vec::new()),
     };
     let accepted = batch.rows();
     let payload = wal_record::encode(table, producer_id, seq, now_ms, &batch);
     let waiter_inner = inner.clone();
-    let lsn = inner.wal.append(
+    let appended = inner.wal.append(
         payload,
         Box::new(move |res: Result<Lsn, WalError>| {
             let res = res.map_err(DbError::Wal);
             on_durable(res.clone());
             fire_waiters(&waiter_inner, res);
         }),
-    )?;
+    );
+    let lsn = match appended {
+        Ok(lsn) => lsn,
+        Err(e) => {
+            // Nothing was logged: the events must not count as seen.
+            state.dedup.forget(&inserted_keys);
+            return Err(match e {
+                WalError::RecordTooLarge { bytes, max } => DbError::TooLarge(format!(
+                    "the batch encodes to a {bytes}-byte log record, over the {max}-byte limit; send smaller batches"
+                )),
+                other => DbError::Wal(other),
+            });
+        }
+    };
     state.producers.record(producer_id, seq, lsn);
     let t = state.tables.get_mut(table).expect("table checked above");
     t.active.push(MemBatch { lsn, ingest_unix_ms: now_ms, batch: Arc::new(batch) });
@@ -377,22 +390,26 @@ fn fire_waiters(inner: &Arc<Inner>, res: Result<Lsn, DbError>) {
     }
 }
 
-/// Drops rows whose (app_id, event_id) is in the window or repeats within the batch.
-fn dedup_batch(window: &mut DedupWindow, batch: Batch, (app, id): (usize, usize), now_ms: u64) -> Batch {
+/// Drops rows whose (app_id, event_id) is in the window or repeats within the batch. Returns
+/// the surviving batch and the keys it inserted into the window (to forget if logging fails).
+fn dedup_batch(window: &mut DedupWindow, batch: Batch, (app, id): (usize, usize), now_ms: u64) -> (Batch, Vec<u128>) {
     let (ColumnValues::Text(apps), ColumnValues::Uuid(ids)) =
         (&batch.column(app).values, &batch.column(id).values)
     else {
         panic!("dedup columns must be text and uuid");
     };
     let mut keep: Vec<u32> = Vec::with_capacity(batch.rows());
+    let mut inserted: Vec<u128> = Vec::with_capacity(batch.rows());
     for row in 0..batch.rows() {
-        if window.insert(dedup_key(apps.get_bytes(row), &ids[row]), now_ms) {
+        let key = dedup_key(apps.get_bytes(row), &ids[row]);
+        if window.insert(key, now_ms) {
             keep.push(row as u32);
+            inserted.push(key);
         }
     }
     if keep.len() == batch.rows() {
-        batch
+        (batch, inserted)
     } else {
-        batch.take(&keep)
+        (batch.take(&keep), inserted)
     }
 }

@@ -66,10 +66,15 @@ impl DbOptions {
         self.data_dir.join("segments")
     }
 
+    /// The largest WAL record (one admitted batch) these options allow.
+    pub fn wal_record_bytes_max(&self) -> usize {
+        lookback_wal::RECORD_BYTES_MAX_DEFAULT.min((self.wal_segment_bytes / 2) as usize)
+    }
+
     pub(crate) fn wal_options(&self) -> WalOptions {
         let mut w = WalOptions::new(self.wal_dir());
         w.segment_bytes = self.wal_segment_bytes;
-        w.record_bytes_max = w.record_bytes_max.min((self.wal_segment_bytes / 2) as usize);
+        w.record_bytes_max = self.wal_record_bytes_max();
         w.io = self.wal_io;
         w.faults = self.faults.clone();
         w

@@ -418,6 +418,9 @@ impl Producer {
         };
         self.drop_link(format!("{code}: {}", error.message));
         if code.is_retriable() {
+            // Counts as a failed attempt: the next connection waits out the backoff, so a server
+            // that keeps refusing (overloaded, poisoned WAL) is not hammered by reconnects.
+            self.failures += 1;
             return Err(Failure::Retriable(format!("{code}: {}", error.message)));
         }
         let rejected = ClientError::Rejected {
