@@ -101,7 +101,7 @@ impl Default for IngestConfig {
 
 /// Default ingest frame limit: comfortably under the WAL record limit of the default WAL
 /// segment size, so every accepted batch fits one WAL record.
-const INGEST_FRAME_BYTES_MAX_DEFAULT: usize = 32 << 20;
+const INGEST_FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 /// Bytes a WAL record adds around a batch (record header, table name, producer fields).
 const WAL_RECORD_OVERHEAD_BYTES: usize = 4096;
 

@@ -19,7 +19,7 @@ const SHUTDOWN_DRAIN_MS: u64 = 10_000;
 pub async fn serve(config: Config, demo: bool) -> Result<()> {
     let started = Instant::now();
     config.validate()?;
-    let options = config.db_options()?;
+    let options = crate::faults_env::apply(config.db_options()?)?;
     let db = tokio::task::spawn_blocking(move || Db::open(options)).await?.context("open data directory")?;
     let db = Arc::new(db);
     if demo {

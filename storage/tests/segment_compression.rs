@@ -100,7 +100,7 @@ fn segment_events_compress_hard() {
     let (total, clickhouse) = totals[0];
     assert!(total <= 40.0, "{total:.2} bytes/row at level 3");
     // Goal 0.8x; measured 0.84x at level 3 and 0.82x at level 9 on this data (see
-    // docs/format-segment.md for the remaining levers). Guard against regressions.
+    // docs/format.md for the remaining levers). Guard against regressions.
     assert!(total <= 0.86 * clickhouse, "{total:.2} bytes/row vs ClickHouse estimate {clickhouse:.2}");
     assert!(totals[1].0 <= total * 1.01, "a higher level must not grow the file");
 }

@@ -10,7 +10,7 @@
 //!
 //! On disk: `wal-{index:020}.log` segment files of exactly `segment_bytes`, pre-zeroed, each a
 //! 32-byte header and packed records; see [`mod@format`] for byte layouts and the `recovery`
-//! module for how a torn tail is told from corruption. `docs/format-wal.md` has the same with diagrams.
+//! module for how a torn tail is told from corruption. `docs/format.md` has the same with diagrams.
 //!
 //! Crate layout: `options` (configuration, limits), `format` (pure encode/decode), `io`
 //! (pwrite and io_uring backends behind one trait), `segment_files` (naming, durable file

@@ -7,7 +7,7 @@
 //! dictionary* (sorted, packed, stored once; see `dictionary.rs`) and its column blocks then
 //! hold only codes into it. A footer at the end describes every dictionary and column block
 //! (offset, lengths, encoding, crc32, null count, zone map) and the bitmap index; a fixed-size
-//! trailer locates the footer. The byte layout is in `docs/format-segment.md`.
+//! trailer locates the footer. The byte layout is in `docs/format.md`.
 //!
 //! ```text
 //! header (16) | segment dictionaries | column blocks (block-major) | bitmaps | footer | trailer (28)
