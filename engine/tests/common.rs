@@ -130,6 +130,12 @@ pub struct Site {
     pub http_addr: String,
 }
 
+impl Default for Site {
+    fn default() -> Site {
+        Site::new()
+    }
+}
+
 impl Site {
     pub fn new() -> Site {
         let dir = tempfile::tempdir().unwrap();

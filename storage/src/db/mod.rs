@@ -284,7 +284,7 @@ fn admit(
     if producer_id != 0 {
         if let Some(p) = state.producers.get(producer_id).filter(|p| seq <= p.last_seq) {
             drop(state);
-            return Ok(admit_duplicate_batch(inner, p.last_lsn, on_durable));
+            return Ok(admit_duplicate_batch(inner, p.last_lsn, batch.rows(), on_durable));
         }
     }
     let used = memory_bytes(&state);
@@ -349,9 +349,9 @@ fn admit(
 
 /// Acknowledges a resent batch with the LSN of the producer's last applied batch, once that LSN
 /// is durable (immediately if it already is).
-fn admit_duplicate_batch(inner: &Arc<Inner>, last_lsn: Lsn, on_durable: DurableCallback) -> AdmitOutcome {
+fn admit_duplicate_batch(inner: &Arc<Inner>, last_lsn: Lsn, rows: usize, on_durable: DurableCallback) -> AdmitOutcome {
     inner.stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
-    let outcome = AdmitOutcome { lsn: last_lsn, accepted: 0, deduplicated: 0, duplicate_batch: true };
+    let outcome = AdmitOutcome { lsn: last_lsn, accepted: 0, deduplicated: rows as u32, duplicate_batch: true };
     if inner.wal.durable_lsn() >= last_lsn {
         on_durable(Ok(last_lsn));
         return outcome;
