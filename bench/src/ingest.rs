@@ -231,6 +231,10 @@ async fn drive_client(
     let config = &shared.config;
     let mut stats = ClientStats::default();
     let mut outstanding = 0usize;
+    // Paced runs read each ack as soon as it arrives: with more than one batch in flight the ack
+    // of the previous batch would sit unread in the socket through the pacing sleep, and its
+    // measured latency would be the pacing interval, not the server's.
+    let window = if config.rate.is_some() { 1 } else { config.inflight.max(1) };
     for batch_index in (index..shared.batches.len()).step_by(config.clients) {
         if shared.deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -246,7 +250,7 @@ async fn drive_client(
             .with_context(|| format!("client {index}: send batch {batch_index}"))?;
         stats.events_sent += u64::from(batch.rows);
         outstanding += 1;
-        while outstanding >= config.inflight.max(1) {
+        while outstanding >= window {
             let ack = producer
                 .next_ack()
                 .await

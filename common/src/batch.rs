@@ -286,39 +286,77 @@ impl Batch {
         Batch { columns, rows: indices.len() }
     }
 
+    /// Gathers rows from several batches of one schema: `order` holds global row numbers, the
+    /// rows of `batches` numbered consecutively. Equivalent to `concat(batches).take(order)`
+    /// without materializing the concatenation (a flush sorts memtable batches this way).
+    pub fn gather(schema: &Schema, batches: &[&Batch], order: &[u32]) -> Batch {
+        let mut starts = Vec::with_capacity(batches.len());
+        let mut total = 0u32;
+        for b in batches {
+            starts.push(total);
+            total += b.rows as u32;
+        }
+        let locate = |g: u32| {
+            let b = starts.partition_point(|&s| s <= g) - 1;
+            (b, (g - starts[b]) as usize)
+        };
+        let located: Vec<(usize, usize)> = order.iter().map(|&g| locate(g)).collect();
+        let columns = (0..schema.columns.len())
+            .map(|ci| {
+                let parts: Vec<&Column> = batches.iter().map(|b| &b.columns[ci]).collect();
+                let any_nulls = parts.iter().any(|c| c.validity.is_some());
+                let validity = any_nulls
+                    .then(|| located.iter().map(|&(b, r)| !parts[b].is_null(r)).collect::<Vec<bool>>())
+                    .filter(|v| v.iter().any(|ok| !ok));
+                Column::new(gather_values(schema.columns[ci].ty, &parts, &located), validity)
+            })
+            .collect();
+        Batch { columns, rows: order.len() }
+    }
+
     /// Concatenates batches of one schema. Panics if they disagree: callers only concatenate
     /// batches validated against the same schema.
     pub fn concat(schema: &Schema, batches: &[&Batch]) -> Batch {
         let rows: usize = batches.iter().map(|b| b.rows).sum();
-        let mut columns = Vec::with_capacity(schema.columns.len());
-        for (ci, def) in schema.columns.iter().enumerate() {
-            let mut values = match def.ty {
-                ColumnType::Text => {
-                    let bytes = batches.iter().map(|b| b.columns[ci].values.heap_bytes()).sum();
-                    ColumnValues::Text(TextValues::with_capacity(rows, bytes))
-                }
-                ty => ColumnValues::empty(ty, rows),
-            };
-            let any_nulls = batches.iter().any(|b| b.columns[ci].validity.is_some());
-            let mut validity = any_nulls.then(|| Vec::with_capacity(rows));
-            for b in batches {
-                let src = &b.columns[ci];
-                append_values(&mut values, &src.values);
-                if let Some(v) = validity.as_mut() {
-                    match &src.validity {
-                        Some(sv) => v.extend_from_slice(sv),
-                        None => v.resize(v.len() + src.len(), true),
-                    }
-                }
-            }
-            columns.push(Column::new(values, validity));
-        }
+        let columns = schema
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(ci, def)| {
+                let parts: Vec<&Column> = batches.iter().map(|b| &b.columns[ci]).collect();
+                Column::concat(def.ty, &parts)
+            })
+            .collect();
         Batch { columns, rows }
     }
 }
 
-/// Gathers `indices` of `src`: one loop per column type (the hot path of sorting a flush), with
-/// text bytes reserved exactly so the data is copied once.
+impl Column {
+    /// Concatenates columns of type `ty`.
+    pub fn concat(ty: ColumnType, parts: &[&Column]) -> Column {
+        let rows: usize = parts.iter().map(|c| c.len()).sum();
+        let mut values = match ty {
+            ColumnType::Text => {
+                let bytes = parts.iter().map(|c| c.values.heap_bytes()).sum();
+                ColumnValues::Text(TextValues::with_capacity(rows, bytes))
+            }
+            ty => ColumnValues::empty(ty, rows),
+        };
+        let any_nulls = parts.iter().any(|c| c.validity.is_some());
+        let mut validity = any_nulls.then(|| Vec::with_capacity(rows));
+        for src in parts {
+            append_values(&mut values, &src.values);
+            if let Some(v) = validity.as_mut() {
+                match &src.validity {
+                    Some(sv) => v.extend_from_slice(sv),
+                    None => v.resize(v.len() + src.len(), true),
+                }
+            }
+        }
+        Column::new(values, validity)
+    }
+}
+
 fn take_values(src: &ColumnValues, indices: &[u32]) -> ColumnValues {
     fn gather<T: Copy>(v: &[T], indices: &[u32]) -> Vec<T> {
         indices.iter().map(|&i| v[i as usize]).collect()
@@ -335,6 +373,46 @@ fn take_values(src: &ColumnValues, indices: &[u32]) -> ColumnValues {
             out.offsets.push(0);
             for &i in indices {
                 out.data.extend_from_slice(t.get_bytes(i as usize));
+                out.offsets.push(out.data.len() as u32);
+            }
+            ColumnValues::Text(out)
+        }
+    }
+}
+
+fn gather_values(ty: ColumnType, parts: &[&Column], located: &[(usize, usize)]) -> ColumnValues {
+    macro_rules! fixed {
+        ($variant:ident) => {
+            ColumnValues::$variant(
+                located
+                    .iter()
+                    .map(|&(b, r)| match &parts[b].values {
+                        ColumnValues::$variant(v) => v[r],
+                        other => panic!("column type mismatch: {:?}", other.column_type()),
+                    })
+                    .collect(),
+            )
+        };
+    }
+    match ty {
+        ColumnType::Bool => fixed!(Bool),
+        ColumnType::Int64 => fixed!(Int64),
+        ColumnType::Timestamp => fixed!(Timestamp),
+        ColumnType::Float64 => fixed!(Float64),
+        ColumnType::Uuid => fixed!(Uuid),
+        ColumnType::Text => {
+            let texts: Vec<&TextValues> = parts
+                .iter()
+                .map(|c| match &c.values {
+                    ColumnValues::Text(t) => t,
+                    other => panic!("column type mismatch: {:?}", other.column_type()),
+                })
+                .collect();
+            let bytes: usize = located.iter().map(|&(b, r)| texts[b].get_bytes(r).len()).sum();
+            let mut out = TextValues { offsets: Vec::with_capacity(located.len() + 1), data: Vec::with_capacity(bytes) };
+            out.offsets.push(0);
+            for &(b, r) in located {
+                out.data.extend_from_slice(texts[b].get_bytes(r));
                 out.offsets.push(out.data.len() as u32);
             }
             ColumnValues::Text(out)
@@ -480,6 +558,15 @@ mod tests {
         assert_eq!(t.row(0), vec![Value::Int64(3), Value::Text("yy".into())]);
         assert_eq!(t.row(1), vec![Value::Int64(1), Value::Text("x".into())]);
         assert!(t.column(1).validity.is_none(), "no nulls left means no validity vector");
+    }
+
+    #[test]
+    fn gather_equals_concat_then_take() {
+        let a = build(&[(1, Some("x")), (2, None)]);
+        let b = build(&[(3, Some("yy")), (4, Some("z"))]);
+        let order = [3, 0, 2, 1];
+        let expected = Batch::concat(&schema(), &[&a, &b]).take(&order);
+        assert_eq!(Batch::gather(&schema(), &[&a, &b], &order), expected);
     }
 
     #[test]

@@ -39,6 +39,32 @@ pub fn sort_order(schema: &Schema, batch: &Batch) -> Vec<u32> {
 }
 
 /// `batch` reordered by [`sort_order`].
+/// Sorts the rows of several batches of one schema (rows numbered consecutively across them)
+/// and gathers them into one sorted batch, copying each row once: only the sort-key columns are
+/// concatenated to compute the order.
+pub fn sort_batches(schema: &Schema, batches: &[&Batch]) -> Batch {
+    if let [one] = batches {
+        return sort_batch(schema, one);
+    }
+    let key_schema = Schema::new(
+        &schema.name,
+        schema.sort_key.iter().map(|&c| schema.columns[c].clone()).collect(),
+        (0..schema.sort_key.len()).collect(),
+        Vec::new(),
+    )
+    .expect("the sort-key columns of a valid schema form a valid schema");
+    let key_columns: Vec<Column> = schema
+        .sort_key
+        .iter()
+        .map(|&c| {
+            let parts: Vec<&Column> = batches.iter().map(|b| b.column(c)).collect();
+            Column::concat(schema.columns[c].ty, &parts)
+        })
+        .collect();
+    let keys = Batch::try_new(&key_schema, key_columns).expect("key columns come from batches of the schema");
+    Batch::gather(schema, batches, &sort_order(&key_schema, &keys))
+}
+
 pub fn sort_batch(schema: &Schema, batch: &Batch) -> Batch {
     batch.take(&sort_order(schema, batch))
 }
@@ -180,6 +206,36 @@ fn packed_sort(keys: &[ColumnKey], rows: usize) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sort_batches_equals_sorting_the_concatenation() {
+        let schema = Schema::events();
+        let rows = |seed: u8, n: usize| {
+            let mut b = lookback_common::BatchBuilder::new(&schema, n);
+            for i in 0..n {
+                let mut row = vec![
+                    lookback_common::Value::Uuid([seed.wrapping_add(i as u8); 16]),
+                    lookback_common::Value::Text(format!("app{}", (i + seed as usize) % 3)),
+                    lookback_common::Value::Timestamp(((i * 7919 + seed as usize) % 1000) as i64),
+                    lookback_common::Value::Text("click".into()),
+                ];
+                row.extend((4..14).map(|c| if (i + c) % 3 == 0 {
+                    lookback_common::Value::Null
+                } else if c == 11 {
+                    lookback_common::Value::Float64(i as f64)
+                } else {
+                    lookback_common::Value::Text(format!("d{}", (i * c) % 5))
+                }));
+                b.push_row(&row).unwrap();
+            }
+            b.finish().unwrap()
+        };
+        let parts = [rows(1, 50), rows(2, 1), rows(3, 77)];
+        let refs: Vec<&Batch> = parts.iter().collect();
+        let expected = sort_batch(&schema, &Batch::concat(&schema, &refs));
+        assert_eq!(sort_batches(&schema, &refs), expected);
+        assert!(is_sorted(&schema, &expected));
+    }
 
     #[test]
     fn float_order_bits_matches_total_cmp() {

@@ -21,7 +21,7 @@ use crate::manifest::{self, Manifest, SegmentEntry, TableEntry};
 use crate::memtable::Memtable;
 use crate::segment::{write_segment, SegmentInfo, SegmentWriteOptions};
 use crate::segment::Segment;
-use crate::sort::sort_batch;
+use crate::sort::sort_batches;
 use lookback_common::{Batch, Lsn, Schema};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -61,7 +61,8 @@ fn flusher_loop(inner: &Inner) {
                 std::thread::sleep(tick);
             }
         }
-        if let Err(e) = compact_tiered(inner) {
+        // One merge per pass: flushes (which free memory and unblock producers) go first.
+        if let Err(e) = compact_tiered(inner, 1) {
             inner.stats.compaction_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "compaction failed; will retry");
         }
@@ -120,10 +121,9 @@ fn flush_frozen(inner: &Inner, table: &str, frozen: &Arc<Memtable>) -> Result<()
     let new_segment = if parts.is_empty() {
         None
     } else {
-        let batch = Batch::concat(&schema, &parts);
         let ingest = frozen.ingest_range_ms();
         let info = (min_lsn, max_lsn, ingest, 0u8);
-        Some(write_sorted_segment(inner, &schema, batch, info, &inner.options.flush_segment)?)
+        Some(write_sorted_segment(inner, &schema, &parts, info, &inner.options.flush_segment)?)
     };
     commit(inner, |state| {
         let t = state.tables.get_mut(table).expect("tables are never dropped while flushing");
@@ -144,11 +144,12 @@ fn table_schema(inner: &Inner, table: &str) -> Result<Arc<Schema>, DbError> {
 /// (min_lsn, max_lsn, (min_ingest_ms, max_ingest_ms), level)
 type SegmentOrigin = (Lsn, Lsn, (u64, u64), u8);
 
-/// Sorts `batch`, writes it as a new segment file, syncs the directory and opens it.
+/// Sorts the rows of `batches`, writes them as a new segment file, syncs the directory and
+/// opens it.
 fn write_sorted_segment(
     inner: &Inner,
     schema: &Schema,
-    batch: Batch,
+    batches: &[&Batch],
     (min_lsn, max_lsn, (min_ingest_ms, max_ingest_ms), level): SegmentOrigin,
     write_options: &SegmentWriteOptions,
 ) -> Result<LiveSegment, DbError> {
@@ -157,8 +158,7 @@ fn write_sorted_segment(
         state.next_segment_id += 1;
         state.next_segment_id - 1
     };
-    let sorted = sort_batch(schema, &batch);
-    drop(batch);
+    let sorted = sort_batches(schema, batches);
     let path = segment_path(&inner.options, id);
     let info = SegmentInfo { segment_id: id, min_lsn, max_lsn };
     let faults = &inner.options.faults;
@@ -218,9 +218,10 @@ fn build_manifest(state: &DbState, last_assigned: Lsn) -> Manifest {
 }
 
 /// Size-tiered compaction: while some level of some table holds `compaction_fan_in` segments
-/// whose rows fit in `compaction_rows_max`, merge the oldest of them into the next level.
-fn compact_tiered(inner: &Inner) -> Result<(), DbError> {
-    loop {
+/// whose rows fit in `compaction_rows_max`, merge the oldest of them into the next level; at
+/// most `merges_max` merges per call.
+fn compact_tiered(inner: &Inner, merges_max: usize) -> Result<(), DbError> {
+    for _ in 0..merges_max {
         let pick = {
             let state = inner.state.lock();
             state.tables.iter().find_map(|(name, t)| pick_tier(inner, &t.segments).map(|ids| (name.clone(), ids)))
@@ -231,6 +232,7 @@ fn compact_tiered(inner: &Inner) -> Result<(), DbError> {
         }
         merge(inner, &table, &ids)?;
     }
+    Ok(())
 }
 
 fn pick_tier(inner: &Inner, segments: &[LiveSegment]) -> Option<Vec<u64>> {
@@ -297,8 +299,6 @@ fn merge(inner: &Inner, table: &str, ids: &[u64]) -> Result<(), DbError> {
     }
     let batches = inputs.iter().map(|(_, s)| s.read_all()).collect::<Result<Vec<Batch>, _>>()?;
     let refs: Vec<&Batch> = batches.iter().collect();
-    let merged = Batch::concat(&schema, &refs);
-    drop(batches);
     let origin = (
         inputs.iter().map(|(e, _)| e.min_lsn).min().unwrap_or(0),
         inputs.iter().map(|(e, _)| e.max_lsn).max().unwrap_or(0),
@@ -309,7 +309,9 @@ fn merge(inner: &Inner, table: &str, ids: &[u64]) -> Result<(), DbError> {
         inputs.iter().map(|(e, _)| e.level).max().unwrap_or(0).saturating_add(1),
     );
     let options = SegmentWriteOptions { zstd_level: inner.options.compaction_zstd_level, ..inner.options.flush_segment.clone() };
-    let output = write_sorted_segment(inner, &schema, merged, origin, &options)?;
+    let output = write_sorted_segment(inner, &schema, &refs, origin, &options)?;
+    drop(refs);
+    drop(batches);
     let (out_id, out_rows) = (output.entry.id, output.entry.rows);
     commit(inner, |state| {
         let t = state.tables.get_mut(table).expect("tables are never dropped while compacting");

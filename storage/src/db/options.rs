@@ -50,7 +50,8 @@ impl DbOptions {
             // Level 1: flushed segments are short-lived (compaction rewrites them at
             // compaction_zstd_level), and on this data level 3 saved under 0.1% of the bytes.
             flush_segment: SegmentWriteOptions { zstd_level: 1, ..SegmentWriteOptions::default() },
-            compaction_zstd_level: 9,
+            // Level 3: on generated events level 9 saved 0.5% of the bytes for ~1.5x the CPU.
+            compaction_zstd_level: 3,
             compaction_fan_in: 4,
             compaction_rows_max: 4_000_000,
             wal_segment_bytes: 64 << 20,
