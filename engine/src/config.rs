@@ -29,6 +29,7 @@ pub struct StorageConfig {
     pub producers_max: usize,
     pub flush_zstd_level: i32,
     pub compaction_zstd_level: i32,
+    pub compaction_block_rows: usize,
     pub compaction_fan_in: usize,
     pub compaction_rows_max: u64,
     pub wal_segment_bytes: u64,
@@ -74,6 +75,7 @@ impl Default for StorageConfig {
             producers_max: db.producers_max,
             flush_zstd_level: db.flush_segment.zstd_level,
             compaction_zstd_level: db.compaction_zstd_level,
+            compaction_block_rows: db.compaction_block_rows,
             compaction_fan_in: db.compaction_fan_in,
             compaction_rows_max: db.compaction_rows_max,
             wal_segment_bytes: db.wal_segment_bytes,
@@ -136,6 +138,7 @@ impl Config {
         o.producers_max = s.producers_max;
         o.flush_segment.zstd_level = s.flush_zstd_level;
         o.compaction_zstd_level = s.compaction_zstd_level;
+        o.compaction_block_rows = s.compaction_block_rows;
         o.compaction_fan_in = s.compaction_fan_in;
         o.compaction_rows_max = s.compaction_rows_max;
         o.wal_segment_bytes = s.wal_segment_bytes;

@@ -24,14 +24,14 @@ fn main() {
     let take = t.elapsed();
     drop(sort_batch);
     let dir = tempfile::tempdir().expect("temp dir");
-    for level in [1, 3, 9] {
-        let path = dir.path().join(format!("seg{level}"));
-        let options = SegmentWriteOptions { zstd_level: level, ..SegmentWriteOptions::default() };
+    for (level, block_rows) in [(1, 65_536), (3, 65_536), (9, 65_536), (3, 262_144), (3, 1 << 20)] {
+        let path = dir.path().join(format!("seg{level}-{block_rows}"));
+        let options = SegmentWriteOptions { zstd_level: level, block_rows, ..SegmentWriteOptions::default() };
         let info = SegmentInfo { segment_id: 1, min_lsn: 1, max_lsn: 1 };
         let t = Instant::now();
         let summary = write_segment(&path, &schema, &sorted, &info, &options, &Default::default()).expect("write");
         let write = t.elapsed();
-        println!("level {level}: write {:?} ({:.2} M rows/s), {:.2} B/row", write, events as f64 / write.as_secs_f64() / 1e6, summary.file_bytes as f64 / events as f64);
+        println!("level {level} block_rows {block_rows}: write {:?} ({:.2} M rows/s), {:.2} B/row", write, events as f64 / write.as_secs_f64() / 1e6, summary.file_bytes as f64 / events as f64);
     }
     println!("concat {concat:?}, sort_order {sort:?}, take {take:?} for {events} rows");
 }

@@ -61,11 +61,38 @@ fn flusher_loop(inner: &Inner) {
                 std::thread::sleep(tick);
             }
         }
-        // One merge per pass: flushes (which free memory and unblock producers) go first.
-        if let Err(e) = compact_tiered(inner, 1) {
-            inner.stats.compaction_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "compaction failed; will retry");
+    }
+}
+
+/// How often the compactor looks for work.
+const COMPACTION_POLL_MS: u64 = 250;
+/// Nice value of the compaction thread: merges yield the CPU to admission and flushes, which
+/// producers wait on; compaction only has to keep up on average.
+const COMPACTION_THREAD_NICE: i32 = 10;
+
+pub(super) fn start_compactor(inner: Arc<Inner>) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("lookback-compact".into())
+        .spawn(move || compactor_loop(&inner))
+        .expect("spawn the compaction thread")
+}
+
+fn compactor_loop(inner: &Inner) {
+    // SAFETY: plain syscalls on this thread's own id; failure only leaves the default priority.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, COMPACTION_THREAD_NICE);
+    }
+    while !inner.stopping.load(Ordering::Acquire) && inner.wal.poisoned().is_none() {
+        match compact_tiered(inner, 1) {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                inner.stats.compaction_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "compaction failed; will retry");
+            }
         }
+        std::thread::sleep(Duration::from_millis(COMPACTION_POLL_MS));
     }
 }
 
@@ -96,7 +123,7 @@ pub(super) fn flush_all(inner: &Inner) -> Result<(), DbError> {
 
 /// Freezes the active memtable and flushes every frozen memtable of `table`, oldest first.
 fn flush_table(inner: &Inner, table: &str) -> Result<(), DbError> {
-    let _commit = inner.commit_lock.lock();
+    let _flush = inner.flush_lock.lock();
     let frozen: Vec<Arc<Memtable>> = {
         let mut state = inner.state.lock();
         let t = state.tables.get_mut(table).ok_or_else(|| DbError::UnknownTable(table.into()))?;
@@ -178,8 +205,9 @@ fn write_sorted_segment(
 }
 
 /// Applies `mutate` to the state and durably writes the resulting manifest, then checkpoints
-/// the WAL. Callers hold `commit_lock`.
+/// the WAL, under `commit_lock` so manifests are written in generation order.
 fn commit(inner: &Inner, mutate: impl FnOnce(&mut DbState)) -> Result<(), DbError> {
+    let _commit = inner.commit_lock.lock();
     let manifest = {
         let mut state = inner.state.lock();
         mutate(&mut state);
@@ -219,20 +247,22 @@ fn build_manifest(state: &DbState, last_assigned: Lsn) -> Manifest {
 
 /// Size-tiered compaction: while some level of some table holds `compaction_fan_in` segments
 /// whose rows fit in `compaction_rows_max`, merge the oldest of them into the next level; at
-/// most `merges_max` merges per call.
-fn compact_tiered(inner: &Inner, merges_max: usize) -> Result<(), DbError> {
+/// most `merges_max` merges per call. Returns whether it merged anything.
+fn compact_tiered(inner: &Inner, merges_max: usize) -> Result<bool, DbError> {
+    let mut merged = false;
     for _ in 0..merges_max {
         let pick = {
             let state = inner.state.lock();
             state.tables.iter().find_map(|(name, t)| pick_tier(inner, &t.segments).map(|ids| (name.clone(), ids)))
         };
-        let Some((table, ids)) = pick else { return Ok(()) };
+        let Some((table, ids)) = pick else { return Ok(merged) };
         if inner.stopping.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(merged);
         }
         merge(inner, &table, &ids)?;
+        merged = true;
     }
-    Ok(())
+    Ok(merged)
 }
 
 fn pick_tier(inner: &Inner, segments: &[LiveSegment]) -> Option<Vec<u64>> {
@@ -285,7 +315,7 @@ fn plan_full(segments: &[LiveSegment], rows_max: u64) -> Vec<Vec<u64>> {
 }
 
 fn merge(inner: &Inner, table: &str, ids: &[u64]) -> Result<(), DbError> {
-    let _commit = inner.commit_lock.lock();
+    let _merge = inner.merge_lock.lock();
     let started = Instant::now();
     let (schema, inputs) = {
         let state = inner.state.lock();
@@ -308,7 +338,11 @@ fn merge(inner: &Inner, table: &str, ids: &[u64]) -> Result<(), DbError> {
         ),
         inputs.iter().map(|(e, _)| e.level).max().unwrap_or(0).saturating_add(1),
     );
-    let options = SegmentWriteOptions { zstd_level: inner.options.compaction_zstd_level, ..inner.options.flush_segment.clone() };
+    let options = SegmentWriteOptions {
+        zstd_level: inner.options.compaction_zstd_level,
+        block_rows: inner.options.compaction_block_rows,
+        ..inner.options.flush_segment.clone()
+    };
     let output = write_sorted_segment(inner, &schema, &refs, origin, &options)?;
     drop(refs);
     drop(batches);

@@ -93,8 +93,12 @@ pub(crate) struct Inner {
     pub options: DbOptions,
     pub wal: Wal,
     pub state: Mutex<DbState>,
-    /// Serializes manifest commits (flush and compaction).
+    /// Serializes manifest commits (short: mutate state, write manifest, checkpoint WAL).
     pub commit_lock: Mutex<()>,
+    /// Serializes whole flushes (freeze, write segments, commit).
+    pub flush_lock: Mutex<()>,
+    /// Serializes whole merges; held for seconds, so never by the flusher.
+    pub merge_lock: Mutex<()>,
     pub flush_wakeup: Condvar,
     pub flush_wakeup_lock: Mutex<bool>,
     pub stopping: AtomicBool,
@@ -109,6 +113,7 @@ pub(crate) struct Inner {
 pub struct Db {
     inner: Arc<Inner>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
 }
 
 pub(crate) fn now_unix_ms() -> u64 {
@@ -128,7 +133,8 @@ impl Db {
     pub fn open(options: DbOptions) -> Result<Db, DbError> {
         let inner = Arc::new(recovery::open(options)?);
         let flusher = flush::start_flusher(inner.clone());
-        Ok(Db { inner, flusher: Mutex::new(Some(flusher)) })
+        let compactor = flush::start_compactor(inner.clone());
+        Ok(Db { inner, flusher: Mutex::new(Some(flusher)), compactor: Mutex::new(Some(compactor)) })
     }
 
     pub fn options(&self) -> &DbOptions {
@@ -240,8 +246,10 @@ impl Db {
             return;
         }
         flush::wake_flusher(&self.inner);
-        if let Some(h) = self.flusher.lock().take() {
-            let _ = h.join();
+        for thread in [&self.flusher, &self.compactor] {
+            if let Some(h) = thread.lock().take() {
+                let _ = h.join();
+            }
         }
         if self.inner.options.flush_on_shutdown && self.inner.wal.poisoned().is_none() {
             if let Err(e) = flush::flush_all(&self.inner) {

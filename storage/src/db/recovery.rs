@@ -65,6 +65,8 @@ pub(super) fn open(options: DbOptions) -> Result<Inner, DbError> {
         wal,
         state: Mutex::new(state),
         commit_lock: Mutex::new(()),
+        flush_lock: Mutex::new(()),
+        merge_lock: Mutex::new(()),
         flush_wakeup: Condvar::new(),
         flush_wakeup_lock: Mutex::new(false),
         stopping: AtomicBool::new(false),
