@@ -290,6 +290,13 @@ impl Batch {
     /// rows of `batches` numbered consecutively. Equivalent to `concat(batches).take(order)`
     /// without materializing the concatenation (a flush sorts memtable batches this way).
     pub fn gather(schema: &Schema, batches: &[&Batch], order: &[u32]) -> Batch {
+        Batch::gather_reusing(schema, batches, order, None)
+    }
+
+    /// [`Batch::gather`] into the buffers of `recycled` (a batch of the same schema that is no
+    /// longer needed): the flush gathers a memtable-sized batch every time, and reusing the
+    /// previous one's memory avoids faulting in fresh pages for each flush.
+    pub fn gather_reusing(schema: &Schema, batches: &[&Batch], order: &[u32], recycled: Option<Batch>) -> Batch {
         let mut starts = Vec::with_capacity(batches.len());
         let mut total = 0u32;
         for b in batches {
@@ -301,14 +308,24 @@ impl Batch {
             (b, (g - starts[b]) as usize)
         };
         let located: Vec<(usize, usize)> = order.iter().map(|&g| locate(g)).collect();
+        let mut old_columns = recycled.map(|b| b.columns).unwrap_or_default().into_iter();
         let columns = (0..schema.columns.len())
             .map(|ci| {
                 let parts: Vec<&Column> = batches.iter().map(|b| &b.columns[ci]).collect();
+                let old = old_columns.next();
+                let (old_values, old_validity) = match old {
+                    Some(c) => (Some(c.values), c.validity),
+                    None => (None, None),
+                };
                 let any_nulls = parts.iter().any(|c| c.validity.is_some());
                 let validity = any_nulls
-                    .then(|| located.iter().map(|&(b, r)| !parts[b].is_null(r)).collect::<Vec<bool>>())
+                    .then(|| {
+                        let mut v = old_validity.map(|mut v| { v.clear(); v }).unwrap_or_default();
+                        v.extend(located.iter().map(|&(b, r)| !parts[b].is_null(r)));
+                        v
+                    })
                     .filter(|v| v.iter().any(|ok| !ok));
-                Column::new(gather_values(schema.columns[ci].ty, &parts, &located), validity)
+                Column::new(gather_values(schema.columns[ci].ty, &parts, &located, old_values), validity)
             })
             .collect();
         Batch { columns, rows: order.len() }
@@ -380,19 +397,22 @@ fn take_values(src: &ColumnValues, indices: &[u32]) -> ColumnValues {
     }
 }
 
-fn gather_values(ty: ColumnType, parts: &[&Column], located: &[(usize, usize)]) -> ColumnValues {
+fn gather_values(ty: ColumnType, parts: &[&Column], located: &[(usize, usize)], old: Option<ColumnValues>) -> ColumnValues {
     macro_rules! fixed {
-        ($variant:ident) => {
-            ColumnValues::$variant(
-                located
-                    .iter()
-                    .map(|&(b, r)| match &parts[b].values {
-                        ColumnValues::$variant(v) => v[r],
-                        other => panic!("column type mismatch: {:?}", other.column_type()),
-                    })
-                    .collect(),
-            )
-        };
+        ($variant:ident) => {{
+            let mut out = match old {
+                Some(ColumnValues::$variant(mut v)) => {
+                    v.clear();
+                    v
+                }
+                _ => Vec::with_capacity(located.len()),
+            };
+            out.extend(located.iter().map(|&(b, r)| match &parts[b].values {
+                ColumnValues::$variant(v) => v[r],
+                other => panic!("column type mismatch: {:?}", other.column_type()),
+            }));
+            ColumnValues::$variant(out)
+        }};
     }
     match ty {
         ColumnType::Bool => fixed!(Bool),
@@ -409,7 +429,16 @@ fn gather_values(ty: ColumnType, parts: &[&Column], located: &[(usize, usize)]) 
                 })
                 .collect();
             let bytes: usize = located.iter().map(|&(b, r)| texts[b].get_bytes(r).len()).sum();
-            let mut out = TextValues { offsets: Vec::with_capacity(located.len() + 1), data: Vec::with_capacity(bytes) };
+            let mut out = match old {
+                Some(ColumnValues::Text(mut t)) => {
+                    t.offsets.clear();
+                    t.data.clear();
+                    t
+                }
+                _ => TextValues::default(),
+            };
+            out.offsets.reserve(located.len() + 1);
+            out.data.reserve(bytes);
             out.offsets.push(0);
             for &(b, r) in located {
                 out.data.extend_from_slice(texts[b].get_bytes(r));
@@ -567,6 +596,8 @@ mod tests {
         let order = [3, 0, 2, 1];
         let expected = Batch::concat(&schema(), &[&a, &b]).take(&order);
         assert_eq!(Batch::gather(&schema(), &[&a, &b], &order), expected);
+        let recycled = Batch::gather(&schema(), &[&b, &a], &[0, 1, 2]);
+        assert_eq!(Batch::gather_reusing(&schema(), &[&a, &b], &order, Some(recycled)), expected);
     }
 
     #[test]

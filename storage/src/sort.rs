@@ -43,8 +43,13 @@ pub fn sort_order(schema: &Schema, batch: &Batch) -> Vec<u32> {
 /// and gathers them into one sorted batch, copying each row once: only the sort-key columns are
 /// concatenated to compute the order.
 pub fn sort_batches(schema: &Schema, batches: &[&Batch]) -> Batch {
+    sort_batches_reusing(schema, batches, None)
+}
+
+/// [`sort_batches`] into the buffers of `recycled` (see [`Batch::gather_reusing`]).
+pub fn sort_batches_reusing(schema: &Schema, batches: &[&Batch], recycled: Option<Batch>) -> Batch {
     if let [one] = batches {
-        return sort_batch(schema, one);
+        return Batch::gather_reusing(schema, batches, &sort_order(schema, one), recycled);
     }
     let key_schema = Schema::new(
         &schema.name,
@@ -62,7 +67,9 @@ pub fn sort_batches(schema: &Schema, batches: &[&Batch]) -> Batch {
         })
         .collect();
     let keys = Batch::try_new(&key_schema, key_columns).expect("key columns come from batches of the schema");
-    Batch::gather(schema, batches, &sort_order(&key_schema, &keys))
+    let order = sort_order(&key_schema, &keys);
+    drop(keys);
+    Batch::gather_reusing(schema, batches, &order, recycled)
 }
 
 pub fn sort_batch(schema: &Schema, batch: &Batch) -> Batch {
@@ -234,6 +241,8 @@ mod tests {
         let refs: Vec<&Batch> = parts.iter().collect();
         let expected = sort_batch(&schema, &Batch::concat(&schema, &refs));
         assert_eq!(sort_batches(&schema, &refs), expected);
+        let recycled = sort_batches(&schema, &refs[..1]);
+        assert_eq!(sort_batches_reusing(&schema, &refs, Some(recycled)), expected);
         assert!(is_sorted(&schema, &expected));
     }
 

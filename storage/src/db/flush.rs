@@ -21,7 +21,7 @@ use crate::manifest::{self, Manifest, SegmentEntry, TableEntry};
 use crate::memtable::Memtable;
 use crate::segment::{write_segment, SegmentInfo, SegmentWriteOptions};
 use crate::segment::Segment;
-use crate::sort::sort_batches;
+use crate::sort::sort_batches_reusing;
 use lookback_common::{Batch, Lsn, Schema};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -185,7 +185,9 @@ fn write_sorted_segment(
         state.next_segment_id += 1;
         state.next_segment_id - 1
     };
-    let sorted = sort_batches(schema, batches);
+    // Flushes reuse the previous flush's sorted batch (memtable-sized) as gather buffers.
+    let recycled = if level == 0 { inner.flush_scratch.lock().take() } else { None };
+    let sorted = sort_batches_reusing(schema, batches, recycled);
     let path = segment_path(&inner.options, id);
     let info = SegmentInfo { segment_id: id, min_lsn, max_lsn };
     let faults = &inner.options.faults;
@@ -200,6 +202,9 @@ fn write_sorted_segment(
     };
     let segment = Segment::open(&path)?;
     assert_eq!(segment.rows(), sorted.rows() as u64, "segment read back must hold every row written");
+    if level == 0 {
+        *inner.flush_scratch.lock() = Some(sorted);
+    }
     let entry = SegmentEntry { id, rows: summary.rows, file_bytes: summary.file_bytes, min_lsn, max_lsn, min_ingest_ms, max_ingest_ms, level };
     Ok(LiveSegment { entry, segment: Arc::new(segment) })
 }

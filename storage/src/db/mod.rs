@@ -99,6 +99,9 @@ pub(crate) struct Inner {
     pub flush_lock: Mutex<()>,
     /// Serializes whole merges; held for seconds, so never by the flusher.
     pub merge_lock: Mutex<()>,
+    /// The last flush's sorted batch, kept so the next flush gathers into its buffers. Holds
+    /// at most one memtable's worth of memory (`memtable_bytes_max`).
+    pub flush_scratch: Mutex<Option<Batch>>,
     pub flush_wakeup: Condvar,
     pub flush_wakeup_lock: Mutex<bool>,
     pub stopping: AtomicBool,
