@@ -63,8 +63,11 @@ fn journeys(schema: &Schema, rng: &mut SmallRng, first_device: usize, devices: u
             };
             let touch = kind == "impression" || kind == "click";
             let text = |s: String| Value::Text(s);
+            let mut event_id: [u8; 16] = rng.gen();
+            event_id[6] = (event_id[6] & 0x0f) | 0x40; // UUID version 4
+            event_id[8] = (event_id[8] & 0x3f) | 0x80; // RFC 9562 variant
             let row = [
-                Value::Uuid(rng.gen()),
+                Value::Uuid(event_id),
                 text(app.into()),
                 Value::Timestamp(ts),
                 text(kind.into()),
