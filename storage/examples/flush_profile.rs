@@ -4,7 +4,7 @@
 use lookback_bench::generator::{EventGenerator, GeneratorConfig};
 use lookback_common::{Batch, Schema};
 use lookback_storage::segment::{write_segment, SegmentInfo, SegmentWriteOptions};
-use lookback_storage::sort::{sort_batch, sort_order};
+use lookback_storage::sort::sort_order;
 use std::time::Instant;
 
 fn main() {
@@ -22,7 +22,6 @@ fn main() {
     let t = Instant::now();
     let sorted = all.take(&order);
     let take = t.elapsed();
-    drop(sort_batch);
     let dir = tempfile::tempdir().expect("temp dir");
     for (level, block_rows) in [(1, 65_536), (3, 65_536), (9, 65_536), (3, 262_144), (3, 1 << 20)] {
         let path = dir.path().join(format!("seg{level}-{block_rows}"));
