@@ -11,6 +11,7 @@
 //! bounded and the shrinking window is visible in metrics rather than silent.
 
 use ahash::AHasher;
+use lookback_common::{Column, ColumnValues};
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -27,6 +28,16 @@ pub fn dedup_key(app_id: &[u8], event_id: &[u8; 16]) -> u128 {
     h.write(app_id);
     let app = h.finish() as u128;
     u128::from_le_bytes(*event_id) ^ (app << 64) ^ app
+}
+
+/// The dedup keys of rows `(apps[i], ids[i])`: an app_id text column and an event_id uuid
+/// column of one batch or block. Panics on other column types (the table's dedup columns are
+/// chosen by type).
+pub fn column_keys<'a>(apps: &'a Column, ids: &'a Column) -> impl Iterator<Item = u128> + 'a {
+    let (ColumnValues::Text(apps), ColumnValues::Uuid(ids)) = (&apps.values, &ids.values) else {
+        panic!("dedup columns must be text and uuid");
+    };
+    ids.iter().enumerate().map(move |(row, id)| dedup_key(apps.get_bytes(row), id))
 }
 
 #[derive(Debug)]
@@ -76,10 +87,10 @@ impl DedupWindow {
     /// Removes keys inserted by the last admission, whose WAL append then failed: those events
     /// were never stored, so a retry must not be dropped as a duplicate. Keys of one admission
     /// all went into the newest generation (one `now_ms` per admission).
-    pub fn forget(&mut self, keys: &[u128]) {
+    pub fn forget(&mut self, keys: impl Iterator<Item = u128>) {
         if let Some((_, newest)) = self.generations.front_mut() {
             for key in keys {
-                if newest.remove(key) {
+                if newest.remove(&key) {
                     self.entries -= 1;
                 }
             }
@@ -131,7 +142,7 @@ mod tests {
         let mut w = DedupWindow::new(1000, 100);
         let keys = [dedup_key(b"a", &[1; 16]), dedup_key(b"a", &[2; 16])];
         keys.iter().for_each(|k| assert!(w.insert(*k, 5)));
-        w.forget(&keys);
+        w.forget(keys.into_iter());
         assert_eq!(w.len(), 0);
         assert!(w.insert(keys[0], 6));
     }

@@ -21,13 +21,13 @@ pub use error::DbError;
 pub use options::DbOptions;
 pub use stats::{DbStats, StorageGauges};
 
-use crate::dedup::{dedup_key, DedupWindow};
+use crate::dedup::{column_keys, DedupWindow};
 use crate::manifest::SegmentEntry;
 use crate::memtable::{MemBatch, Memtable};
 use crate::producers::Producers;
 use crate::segment::Segment;
 use crate::wal_record;
-use lookback_common::{Batch, ColumnType, ColumnValues, Lsn, Schema};
+use lookback_common::{Batch, ColumnType, Lsn, Schema};
 use lookback_wal::{Wal, WalError};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, HashMap};
@@ -313,9 +313,10 @@ fn admit(
     }
     let now_ms = now_unix_ms();
     let rows_in = batch.rows();
-    let (batch, inserted_keys) = match t.dedup_columns {
+    let dedup_columns = t.dedup_columns;
+    let batch = match dedup_columns {
         Some(cols) => dedup_batch(&mut state.dedup, batch, cols, now_ms),
-        None => (batch, Vec::new()),
+        None => batch,
     };
     let accepted = batch.rows();
     let payload = wal_record::encode(table, producer_id, seq, now_ms, &batch);
@@ -331,8 +332,11 @@ fn admit(
     let lsn = match appended {
         Ok(lsn) => lsn,
         Err(e) => {
-            // Nothing was logged: the events must not count as seen.
-            state.dedup.forget(&inserted_keys);
+            // Nothing was logged: the events must not count as seen. The keys inserted are
+            // exactly those of the surviving rows.
+            if let Some((app, id)) = dedup_columns {
+                state.dedup.forget(column_keys(batch.column(app), batch.column(id)));
+            }
             return Err(match e {
                 WalError::RecordTooLarge { bytes, max } => DbError::TooLarge(format!(
                     "the batch encodes to a {bytes}-byte log record, over the {max}-byte limit; send smaller batches"
@@ -401,26 +405,17 @@ fn fire_waiters(inner: &Arc<Inner>, res: Result<Lsn, DbError>) {
     }
 }
 
-/// Drops rows whose (app_id, event_id) is in the window or repeats within the batch. Returns
-/// the surviving batch and the keys it inserted into the window (to forget if logging fails).
-fn dedup_batch(window: &mut DedupWindow, batch: Batch, (app, id): (usize, usize), now_ms: u64) -> (Batch, Vec<u128>) {
-    let (ColumnValues::Text(apps), ColumnValues::Uuid(ids)) =
-        (&batch.column(app).values, &batch.column(id).values)
-    else {
-        panic!("dedup columns must be text and uuid");
-    };
-    let mut keep: Vec<u32> = Vec::with_capacity(batch.rows());
-    let mut inserted: Vec<u128> = Vec::with_capacity(batch.rows());
-    for row in 0..batch.rows() {
-        let key = dedup_key(apps.get_bytes(row), &ids[row]);
-        if window.insert(key, now_ms) {
-            keep.push(row as u32);
-            inserted.push(key);
-        }
-    }
+/// Drops rows whose (app_id, event_id) is in the window or repeats within the batch; the
+/// surviving rows' keys are now in the window.
+fn dedup_batch(window: &mut DedupWindow, batch: Batch, (app, id): (usize, usize), now_ms: u64) -> Batch {
+    let keep: Vec<u32> = column_keys(batch.column(app), batch.column(id))
+        .enumerate()
+        .filter(|&(_, key)| window.insert(key, now_ms))
+        .map(|(row, _)| row as u32)
+        .collect();
     if keep.len() == batch.rows() {
-        (batch, inserted)
+        batch
     } else {
-        (batch.take(&keep), inserted)
+        batch.take(&keep)
     }
 }

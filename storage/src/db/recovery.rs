@@ -3,13 +3,13 @@
 //! segments, and replay the WAL after the manifest's checkpoint into memtables.
 
 use super::{dedup_columns, now_unix_ms, DbError, DbOptions, DbState, Inner, LiveSegment, TableState};
-use crate::dedup::{dedup_key, DedupWindow};
+use crate::dedup::{column_keys, DedupWindow};
 use crate::manifest::{self, Manifest, TableEntry};
 use crate::memtable::{MemBatch, Memtable};
 use crate::producers::Producers;
 use crate::segment::Segment;
 use crate::{fsutil, wal_record};
-use lookback_common::{ColumnValues, Lsn, Schema};
+use lookback_common::{Lsn, Schema};
 use lookback_wal::Wal;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, HashMap};
@@ -187,10 +187,8 @@ fn rebuild_dedup(options: &DbOptions, state: &mut DbState) -> Result<(), DbError
             budget -= s.entry.rows;
             for block in 0..s.segment.block_count() {
                 let cols = s.segment.read_block(block, &[app, id])?;
-                if let (ColumnValues::Text(apps), ColumnValues::Uuid(ids)) = (&cols[0].values, &cols[1].values) {
-                    for (row, event_id) in ids.iter().enumerate() {
-                        state.dedup.insert(dedup_key(apps.get_bytes(row), event_id), now);
-                    }
+                for key in column_keys(&cols[0], &cols[1]) {
+                    state.dedup.insert(key, now);
                 }
             }
         }
@@ -207,10 +205,8 @@ fn replay_record(state: &mut DbState, lsn: Lsn, payload: &[u8]) -> Result<(), St
     let batch = wal_record::decode_record_batch(&header, &table.schema)
         .map_err(|e| format!("wal record {lsn}: {e}"))?;
     if let Some((app, id)) = table.dedup_columns {
-        if let (ColumnValues::Text(apps), ColumnValues::Uuid(ids)) = (&batch.column(app).values, &batch.column(id).values) {
-            for (row, event_id) in ids.iter().enumerate() {
-                state.dedup.insert(dedup_key(apps.get_bytes(row), event_id), header.ingest_unix_ms);
-            }
+        for key in column_keys(batch.column(app), batch.column(id)) {
+            state.dedup.insert(key, header.ingest_unix_ms);
         }
     }
     table.active.push(MemBatch { lsn, ingest_unix_ms: header.ingest_unix_ms, batch: Arc::new(batch) });
