@@ -70,12 +70,16 @@ impl DedupWindow {
 
     /// Inserts a key at ingest time `now_ms`; returns false if it was already present.
     pub fn insert(&mut self, key: u128, now_ms: u64) -> bool {
-        if self.contains(key) {
+        // Rotating first is safe: a generation dropped here is one `contains` would have
+        // ignored a moment later anyway. Then the newest generation is probed once, by insert.
+        self.rotate(now_ms);
+        if self.generations.iter().skip(1).any(|(_, set)| set.contains(&key)) {
             return false;
         }
-        self.rotate(now_ms);
         let (_, newest) = self.generations.front_mut().expect("rotate leaves a generation");
-        newest.insert(key);
+        if !newest.insert(key) {
+            return false;
+        }
         self.entries += 1;
         if self.entries > self.entries_max && self.generations.len() > 1 {
             self.drop_oldest();
@@ -108,7 +112,11 @@ impl DedupWindow {
             let capacity = previous.max(GENERATION_CAPACITY_MIN).min(self.entries_max);
             self.generations.push_front((now_ms, KeySet::with_capacity_and_hasher(capacity, Default::default())));
         }
-        while self.generations.len() > GENERATIONS {
+        // A generation takes keys for `generation_ms` from its start, so once it is
+        // `GENERATIONS * generation_ms` old each of its keys was held for the whole window.
+        let horizon_ms = self.generation_ms.saturating_mul(GENERATIONS as u64);
+        let expired = |start: u64| now_ms >= start.saturating_add(horizon_ms);
+        while self.generations.len() > GENERATIONS || self.generations.back().is_some_and(|(start, _)| expired(*start)) {
             self.drop_oldest();
         }
     }
@@ -158,7 +166,7 @@ mod tests {
     fn entries_are_bounded() {
         let mut w = DedupWindow::new(3000, 10);
         for t in 0..100u64 {
-            w.insert(dedup_key(b"a", &(t as u128).to_le_bytes()), t * 400);
+            w.insert(dedup_key(b"a", &(t as u128).to_le_bytes()), t * 100);
         }
         assert!(w.len() <= 10 + 4, "len {}", w.len());
         assert!(w.evicted_early > 0);

@@ -31,47 +31,23 @@ pub fn sort_order(schema: &Schema, batch: &Batch) -> Vec<u32> {
     let keys: Option<Vec<ColumnKey>> =
         schema.sort_key.iter().map(|&c| column_key(batch.column(c))).collect();
     match keys {
-        Some(keys) if keys.iter().map(|k| k.bits).sum::<u32>() <= PACKED_KEY_BITS_MAX => {
-            packed_sort(&keys, rows)
-        }
+        Some(keys) if packable(&keys) => packed_sort(&keys, rows),
         _ => comparator_sort(schema, batch),
     }
 }
 
-/// `batch` reordered by [`sort_order`].
-/// Sorts the rows of several batches of one schema (rows numbered consecutively across them)
-/// and gathers them into one sorted batch, copying each row once: only the sort-key columns are
-/// concatenated to compute the order.
-pub fn sort_batches(schema: &Schema, batches: &[&Batch]) -> Batch {
-    sort_batches_reusing(schema, batches, None)
-}
-
-/// [`sort_batches`] into the buffers of `recycled` (see [`Batch::gather_reusing`]).
-pub fn sort_batches_reusing(schema: &Schema, batches: &[&Batch], recycled: Option<Batch>) -> Batch {
-    if let [one] = batches {
-        return Batch::gather_reusing(schema, batches, &sort_order(schema, one), recycled);
-    }
-    let key_schema = Schema::new(
+/// The schema of just `schema`'s sort-key columns (in key order), all of them the key.
+pub(crate) fn key_schema(schema: &Schema) -> Schema {
+    Schema::new(
         &schema.name,
         schema.sort_key.iter().map(|&c| schema.columns[c].clone()).collect(),
         (0..schema.sort_key.len()).collect(),
         Vec::new(),
     )
-    .expect("the sort-key columns of a valid schema form a valid schema");
-    let key_columns: Vec<Column> = schema
-        .sort_key
-        .iter()
-        .map(|&c| {
-            let parts: Vec<&Column> = batches.iter().map(|b| b.column(c)).collect();
-            Column::concat(schema.columns[c].ty, &parts)
-        })
-        .collect();
-    let keys = Batch::try_new(&key_schema, key_columns).expect("key columns come from batches of the schema");
-    let order = sort_order(&key_schema, &keys);
-    drop(keys);
-    Batch::gather_reusing(schema, batches, &order, recycled)
+    .expect("the sort-key columns of a valid schema form a valid schema")
 }
 
+/// `batch` reordered by [`sort_order`].
 pub fn sort_batch(schema: &Schema, batch: &Batch) -> Batch {
     batch.take(&sort_order(schema, batch))
 }
@@ -115,13 +91,27 @@ fn comparator_sort(schema: &Schema, batch: &Batch) -> Vec<u32> {
 }
 
 /// One key column mapped to order-preserving integers: `keys[row]` is 0 for null, else >= 1.
-struct ColumnKey {
+pub(crate) struct ColumnKey {
     keys: Vec<u64>,
     /// Bits needed for the largest key.
     bits: u32,
 }
 
-fn column_key(column: &Column) -> Option<ColumnKey> {
+impl ColumnKey {
+    /// Keys of a ranked text column: `ranks[row]` among `distinct` values, `u32::MAX` for null.
+    pub(crate) fn from_ranks(ranks: &[u32], distinct: usize) -> ColumnKey {
+        let keys = ranks.iter().map(|&r| if r == u32::MAX { 0 } else { r as u64 + 1 }).collect();
+        ColumnKey { keys, bits: 64 - (distinct as u64).leading_zeros() }
+    }
+}
+
+/// Whether `keys` fit one packed sort word beside the row index.
+pub(crate) fn packable(keys: &[ColumnKey]) -> bool {
+    keys.iter().map(|k| k.bits).sum::<u32>() <= PACKED_KEY_BITS_MAX
+}
+
+/// `None` for key columns that cannot be mapped (uuid, ranges spanning all 64 bits).
+pub(crate) fn column_key(column: &Column) -> Option<ColumnKey> {
     let keys = match &column.values {
         ColumnValues::Bool(v) => nullable_keys(column, v.iter().map(|&b| b as u64 + 1)),
         ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => {
@@ -199,7 +189,7 @@ pub(crate) fn rank_text<'a>(values: &[&'a [u8]]) -> (Vec<&'a [u8]>, Vec<u32>) {
     (sorted, first_seen.into_iter().map(|id| rank[id as usize]).collect())
 }
 
-fn packed_sort(keys: &[ColumnKey], rows: usize) -> Vec<u32> {
+pub(crate) fn packed_sort(keys: &[ColumnKey], rows: usize) -> Vec<u32> {
     let mut words: Vec<u128> = (0..rows)
         .map(|i| {
             let key = keys.iter().fold(0u128, |acc, k| (acc << k.bits) | k.keys[i] as u128);
@@ -213,38 +203,6 @@ fn packed_sort(keys: &[ColumnKey], rows: usize) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sort_batches_equals_sorting_the_concatenation() {
-        let schema = Schema::events();
-        let rows = |seed: u8, n: usize| {
-            let mut b = lookback_common::BatchBuilder::new(&schema, n);
-            for i in 0..n {
-                let mut row = vec![
-                    lookback_common::Value::Uuid([seed.wrapping_add(i as u8); 16]),
-                    lookback_common::Value::Text(format!("app{}", (i + seed as usize) % 3)),
-                    lookback_common::Value::Timestamp(((i * 7919 + seed as usize) % 1000) as i64),
-                    lookback_common::Value::Text("click".into()),
-                ];
-                row.extend((4..14).map(|c| if (i + c) % 3 == 0 {
-                    lookback_common::Value::Null
-                } else if c == 11 {
-                    lookback_common::Value::Float64(i as f64)
-                } else {
-                    lookback_common::Value::Text(format!("d{}", (i * c) % 5))
-                }));
-                b.push_row(&row).unwrap();
-            }
-            b.finish().unwrap()
-        };
-        let parts = [rows(1, 50), rows(2, 1), rows(3, 77)];
-        let refs: Vec<&Batch> = parts.iter().collect();
-        let expected = sort_batch(&schema, &Batch::concat(&schema, &refs));
-        assert_eq!(sort_batches(&schema, &refs), expected);
-        let recycled = sort_batches(&schema, &refs[..1]);
-        assert_eq!(sort_batches_reusing(&schema, &refs, Some(recycled)), expected);
-        assert!(is_sorted(&schema, &expected));
-    }
 
     #[test]
     fn float_order_bits_matches_total_cmp() {

@@ -4,7 +4,7 @@
 mod segment_util;
 
 use lookback_common::{Batch, ColumnValues, FaultAction, FaultOp, FaultRule, Faults, Schema, Value};
-use lookback_storage::segment::{write_segment, Segment, SegmentInfo, SegmentWriteOptions, ZoneMap};
+use lookback_storage::segment::{write_segment, write_segment_sorting, Segment, SegmentInfo, SegmentWriteOptions, ZoneMap};
 use lookback_storage::sort::sort_batch;
 use lookback_storage::StorageError;
 use proptest::prelude::*;
@@ -125,6 +125,67 @@ proptest! {
         let segment = write(&dir.path().join("s.seg"), &schema, &sorted, &options);
         check_segment(&segment, &sorted, block_rows);
     }
+}
+
+/// Splits `batch` into consecutive parts at random points (empty parts included).
+fn split(rng: &mut SmallRng, schema: &Schema, batch: &Batch) -> Vec<Batch> {
+    use rand::Rng;
+    let mut cuts: Vec<usize> = (0..rng.gen_range(0..5)).map(|_| rng.gen_range(0..=batch.rows())).collect();
+    cuts.push(0);
+    cuts.push(batch.rows());
+    cuts.sort_unstable();
+    cuts.windows(2).map(|w| batch.take(&(w[0] as u32..w[1] as u32).collect::<Vec<u32>>())).inspect(|b| assert_eq!(b.columns().len(), schema.len())).collect()
+}
+
+/// Writes unsorted `parts` with `write_segment_sorting`; the segment must equal the stable
+/// sort of their concatenation, block by block, with the same zone maps and bitmaps.
+fn check_sorting_write(schema: &Schema, parts: &[Batch], options: &SegmentWriteOptions) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refs: Vec<&Batch> = parts.iter().collect();
+    let expected = sort_batch(schema, &Batch::concat(schema, &refs));
+    let path = dir.path().join("p.seg");
+    let summary = write_segment_sorting(&path, schema, &refs, &info(), options, &Faults::none())
+        .unwrap_or_else(|e| panic!("write segment: {e}"));
+    let segment = Segment::open(&path).unwrap_or_else(|e| panic!("open segment: {e}"));
+    assert_eq!(summary.file_bytes, segment.file_bytes());
+    check_segment(&segment, &expected, options.block_rows);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn segment_unsorted_parts_roundtrip_sorted(seed in any::<u64>(), rows in 1usize..600, block_rows in 1usize..200,
+                                               null_ratio in prop_oneof![Just(0.0), Just(0.3), Just(1.0)]) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let schema = mixed_schema();
+        let batch = random_batch(&mut rng, rows, null_ratio);
+        let parts = split(&mut rng, &schema, &batch);
+        let options = SegmentWriteOptions { block_rows, zstd_level: 1, ..SegmentWriteOptions::default() };
+        check_sorting_write(&schema, &parts, &options);
+    }
+}
+
+/// Enough rows that the writer probes non-key text columns and gives up ranking the
+/// near-unique ones; the result must still equal the sorted input.
+#[test]
+fn segment_unsorted_events_with_unique_text_roundtrip() {
+    let mut rng = SmallRng::seed_from_u64(11);
+    let schema = Schema::events();
+    let mut parts: Vec<Batch> = (0..8).map(|_| segment_util::events_batch(&mut rng, 10_000)).collect();
+    // Make `properties` unique per row, so probing sees only new values and gives it up.
+    let properties = schema.columns.iter().position(|c| c.name == "properties").expect("properties column");
+    for (p, part) in parts.iter_mut().enumerate() {
+        let mut columns = part.clone().into_columns();
+        let mut text = lookback_common::TextValues::with_capacity(part.rows(), 0);
+        for row in 0..part.rows() {
+            text.push(&format!("{{\"n\":{p},\"row\":{row}}}"));
+        }
+        columns[properties] = lookback_common::Column::new(ColumnValues::Text(text), None);
+        *part = Batch::try_new(&schema, columns).expect("valid batch");
+    }
+    let options = SegmentWriteOptions { block_rows: 7_000, ..SegmentWriteOptions::default() };
+    check_sorting_write(&schema, &parts, &options);
 }
 
 #[test]

@@ -19,9 +19,8 @@ use super::{now_unix_ms, DbError, DbState, Inner, LiveSegment};
 use crate::fsutil;
 use crate::manifest::{self, Manifest, SegmentEntry, TableEntry};
 use crate::memtable::Memtable;
-use crate::segment::{write_segment, SegmentInfo, SegmentWriteOptions};
+use crate::segment::{write_segment_sorting, SegmentInfo, SegmentWriteOptions};
 use crate::segment::Segment;
-use crate::sort::sort_batches_reusing;
 use lookback_common::{Batch, Lsn, Schema};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -171,7 +170,7 @@ fn table_schema(inner: &Inner, table: &str) -> Result<Arc<Schema>, DbError> {
 /// (min_lsn, max_lsn, (min_ingest_ms, max_ingest_ms), level)
 type SegmentOrigin = (Lsn, Lsn, (u64, u64), u8);
 
-/// Sorts the rows of `batches`, writes them as a new segment file, syncs the directory and
+/// Writes the rows of `batches`, sorted, as a new segment file, syncs the directory and
 /// opens it.
 fn write_sorted_segment(
     inner: &Inner,
@@ -185,13 +184,11 @@ fn write_sorted_segment(
         state.next_segment_id += 1;
         state.next_segment_id - 1
     };
-    // Flushes reuse the previous flush's sorted batch (memtable-sized) as gather buffers.
-    let recycled = if level == 0 { inner.flush_scratch.lock().take() } else { None };
-    let sorted = sort_batches_reusing(schema, batches, recycled);
+    let rows: usize = batches.iter().map(|b| b.rows()).sum();
     let path = segment_path(&inner.options, id);
     let info = SegmentInfo { segment_id: id, min_lsn, max_lsn };
     let faults = &inner.options.faults;
-    let written = write_segment(&path, schema, &sorted, &info, write_options, faults)
+    let written = write_segment_sorting(&path, schema, batches, &info, write_options, faults)
         .and_then(|summary| fsutil::sync_dir(&inner.options.segments_dir(), faults).map(|_| summary));
     let summary = match written {
         Ok(s) => s,
@@ -201,10 +198,7 @@ fn write_sorted_segment(
         }
     };
     let segment = Segment::open(&path)?;
-    assert_eq!(segment.rows(), sorted.rows() as u64, "segment read back must hold every row written");
-    if level == 0 {
-        *inner.flush_scratch.lock() = Some(sorted);
-    }
+    assert_eq!(segment.rows(), rows as u64, "segment read back must hold every row written");
     let entry = SegmentEntry { id, rows: summary.rows, file_bytes: summary.file_bytes, min_lsn, max_lsn, min_ingest_ms, max_ingest_ms, level };
     Ok(LiveSegment { entry, segment: Arc::new(segment) })
 }

@@ -101,7 +101,6 @@ pub(crate) struct Inner {
     pub merge_lock: Mutex<()>,
     /// The last flush's sorted batch, kept so the next flush gathers into its buffers. Holds
     /// at most one memtable's worth of memory (`memtable_bytes_max`).
-    pub flush_scratch: Mutex<Option<Batch>>,
     pub flush_wakeup: Condvar,
     pub flush_wakeup_lock: Mutex<bool>,
     pub stopping: AtomicBool,

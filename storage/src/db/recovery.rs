@@ -67,7 +67,6 @@ pub(super) fn open(options: DbOptions) -> Result<Inner, DbError> {
         commit_lock: Mutex::new(()),
         flush_lock: Mutex::new(()),
         merge_lock: Mutex::new(()),
-        flush_scratch: Mutex::new(None),
         flush_wakeup: Condvar::new(),
         flush_wakeup_lock: Mutex::new(false),
         stopping: AtomicBool::new(false),

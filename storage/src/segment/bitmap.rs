@@ -8,7 +8,6 @@
 //! [`RoaringBitmap`] with `from_sorted_iter`. Each bitmap has its own crc32 in the footer
 //! directory, verified when it is read (lazily, per lookup).
 
-use lookback_common::{Batch, ColumnValues, Schema};
 use super::encoding::{get_planes, invalid, put_planes, Invalid};
 use lookback_common::ByteReader;
 use roaring::RoaringBitmap;
@@ -20,23 +19,37 @@ pub(crate) struct ColumnBitmaps {
     pub bitmaps: Vec<(String, Vec<u8>)>,
 }
 
-pub(crate) fn build(schema: &Schema, batch: &Batch) -> Vec<ColumnBitmaps> {
-    schema.bitmap_columns.iter().map(|&c| build_column(batch, c)).collect()
-}
-
-fn build_column(batch: &Batch, column: usize) -> ColumnBitmaps {
-    let col = batch.column(column);
-    let ColumnValues::Text(text) = &col.values else {
-        unreachable!("schema validation makes bitmap columns text");
-    };
-    // BTreeMap<&str> orders by bytes, the directory order. Row ids arrive increasing.
-    let mut by_value: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-    for row in 0..batch.rows() {
-        if !col.is_null(row) {
-            by_value.entry(text.get(row)).or_default().push(row as u32);
+/// Bitmaps of a ranked column: `codes` yields each row's rank into `entries` (sorted
+/// byte-wise), `u32::MAX` for null.
+pub(crate) fn build_from_ranks(column: usize, entries: &[&[u8]], codes: impl Iterator<Item = u32>) -> ColumnBitmaps {
+    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); entries.len()];
+    for (row, code) in codes.enumerate() {
+        if code != u32::MAX {
+            rows[code as usize].push(row as u32);
         }
     }
-    let bitmaps = by_value.into_iter().map(|(value, rows)| (value.to_string(), encode(&rows))).collect();
+    let bitmaps = entries
+        .iter()
+        .zip(rows)
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(value, rows)| (String::from_utf8_lossy(value).into_owned(), encode(&rows)))
+        .collect();
+    ColumnBitmaps { column, bitmaps }
+}
+
+/// Bitmaps of a column given each row's value (`None` for null).
+pub(crate) fn build_from_values<'a>(column: usize, values: impl Iterator<Item = Option<&'a [u8]>>) -> ColumnBitmaps {
+    // BTreeMap over bytes orders like the directory. Row ids arrive increasing.
+    let mut by_value: BTreeMap<&[u8], Vec<u32>> = BTreeMap::new();
+    for (row, value) in values.enumerate() {
+        if let Some(value) = value {
+            by_value.entry(value).or_default().push(row as u32);
+        }
+    }
+    let bitmaps = by_value
+        .into_iter()
+        .map(|(value, rows)| (String::from_utf8_lossy(value).into_owned(), encode(&rows)))
+        .collect();
     ColumnBitmaps { column, bitmaps }
 }
 

@@ -12,7 +12,6 @@
 
 use super::{numeric, text};
 use lookback_common::{ByteReader, Column, ColumnType, ColumnValues, ReadError, TextValues};
-use std::ops::Range;
 
 /// Encoding ids, stored in the footer. Never renumber.
 pub(crate) const ENCODING_PLAIN: u8 = 1;
@@ -56,24 +55,6 @@ pub(crate) struct BlockSlice<'a> {
     /// Present only when `null_count > 0`.
     pub validity: Option<Vec<bool>>,
     pub values: DenseValues<'a>,
-}
-
-pub(crate) fn slice_block(column: &Column, range: Range<usize>) -> BlockSlice<'_> {
-    let validity = column.validity.as_ref().map(|v| v[range.clone()].to_vec());
-    let validity = validity.filter(|v| v.iter().any(|valid| !valid));
-    let null_count = validity.as_ref().map_or(0, |v| v.iter().filter(|valid| !**valid).count());
-    let keep = |i: &usize| validity.as_ref().is_none_or(|v| v[*i - range.start]);
-    let rows_kept = || range.clone().filter(keep);
-    let values = match &column.values {
-        ColumnValues::Bool(v) => DenseValues::Bool(rows_kept().map(|i| v[i]).collect()),
-        ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => {
-            DenseValues::Int(rows_kept().map(|i| v[i]).collect())
-        }
-        ColumnValues::Float64(v) => DenseValues::Float(rows_kept().map(|i| v[i]).collect()),
-        ColumnValues::Text(t) => DenseValues::Text(rows_kept().map(|i| t.get_bytes(i)).collect()),
-        ColumnValues::Uuid(v) => DenseValues::Uuid(rows_kept().map(|i| v[i]).collect()),
-    };
-    BlockSlice { null_count, validity, values }
 }
 
 /// Every applicable (encoding id, raw bytes) candidate for `slice`, validity included.

@@ -30,11 +30,12 @@ mod footer;
 mod numeric;
 mod reader;
 mod text;
+mod rows;
 mod writer;
 mod zone_map;
 
 pub use reader::Segment;
-pub use writer::write_segment;
+pub use writer::{write_segment, write_segment_sorting};
 pub use zone_map::ZoneMap;
 
 use lookback_common::Lsn;

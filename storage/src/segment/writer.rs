@@ -9,28 +9,29 @@
 //! [`Faults::check`]. On error the partial file is left for the caller's commit protocol to
 //! remove (it never got a final name). Renaming into place and directory fsync are the caller's.
 
-use super::bitmap::{self, ColumnBitmaps};
+use super::bitmap::ColumnBitmaps;
 use super::dictionary;
-use super::encoding::{
-    encode_candidates, slice_block, BlockSlice, DenseValues, COMPRESSION_NONE, COMPRESSION_ZSTD,
-};
+use super::encoding::{encode_candidates, BlockSlice, DenseValues, COMPRESSION_NONE, COMPRESSION_ZSTD};
+use super::rows::SegmentRows;
 use super::footer::{BitmapEntry, BitmapIndex, BlockMeta, ColumnBlockMeta, DictionaryMeta, Footer};
 use super::{
     SegmentInfo, SegmentSummary, SegmentWriteOptions, ZoneMap, BLOCK_ROWS_MAX,
     COLUMN_BLOCK_RAW_BYTES_MAX, FOOTER_BYTES_MAX, HEADER_BYTES, SEGMENT_FORMAT_VERSION,
     SEGMENT_MAGIC, SEGMENT_ROWS_MAX, TRAILER_BYTES,
 };
-use crate::sort::{is_sorted, rank_text};
+use crate::sort::is_sorted;
 use crate::StorageError;
-use lookback_common::{crc32, Batch, Column, ColumnType, ColumnValues, FaultOp, Faults, Schema};
+use lookback_common::{crc32, Batch, ColumnType, FaultOp, Faults, Schema};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 /// Above this zstd level, candidates are compared at [`PROBE_LEVEL`] and only the winner is
 /// compressed at the requested level (high levels are too slow to run on every candidate).
 const PROBE_LEVEL_ABOVE: i32 = 3;
 const PROBE_LEVEL: i32 = 1;
+/// Writes reach the file in chunks of this size (column blocks are often a few KiB).
+const OUTPUT_BUFFER_BYTES: usize = 1 << 20;
 
 /// Writes `batch` (sorted by `schema.sort_key`, at least one row) as a new segment at `path`.
 pub fn write_segment(
@@ -42,6 +43,38 @@ pub fn write_segment(
     faults: &Faults,
 ) -> Result<SegmentSummary, StorageError> {
     check_inputs(schema, batch, info, options);
+    assert!(is_sorted(schema, batch), "write_segment: batch is not sorted by the sort key");
+    write_rows(path, schema, &SegmentRows::sorted(schema, batch), info, options, faults)
+}
+
+/// Writes the rows of `parts` (batches of `schema` in any order, at least one row in all),
+/// sorted by `schema.sort_key` (ties in input order), as a new segment at `path`.
+pub fn write_segment_sorting(
+    path: &Path,
+    schema: &Schema,
+    parts: &[&Batch],
+    info: &SegmentInfo,
+    options: &SegmentWriteOptions,
+    faults: &Faults,
+) -> Result<SegmentSummary, StorageError> {
+    for part in parts {
+        check_inputs(schema, part, info, options);
+    }
+    let parts: Vec<&Batch> = parts.iter().copied().filter(|p| p.rows() > 0).collect();
+    assert!(!parts.is_empty(), "write_segment_sorting: a segment holds at least one row");
+    write_rows(path, schema, &SegmentRows::sorting(schema, &parts), info, options, faults)
+}
+
+fn write_rows(
+    path: &Path,
+    schema: &Schema,
+    rows: &SegmentRows<'_>,
+    info: &SegmentInfo,
+    options: &SegmentWriteOptions,
+    faults: &Faults,
+) -> Result<SegmentSummary, StorageError> {
+    assert!(rows.rows() > 0, "write_segment: a segment holds at least one row");
+    assert!(rows.rows() as u64 <= SEGMENT_ROWS_MAX, "write_segment: too many rows");
     let context = |what: &str| format!("write segment {}: {what}", path.display());
     faults.check(FaultOp::Create, path).map_err(|e| StorageError::io(context("create"), e))?;
     let file = OpenOptions::new()
@@ -49,20 +82,20 @@ pub fn write_segment(
         .create_new(true)
         .open(path)
         .map_err(|e| StorageError::io(context("create"), e))?;
-    let mut out = Output { file, path, faults, written: 0 };
+    let mut out = Output { file: BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, file), path, faults, written: 0 };
     out.write(&header(), "write header")?;
     let mut compressors = Compressors::new(options.zstd_level)
         .map_err(|e| StorageError::io(context("start zstd"), e))?;
-    let (dictionaries, codes) = write_dictionaries(&mut out, schema, batch, &mut compressors)?;
+    let (dictionaries, with_codes) = write_dictionaries(&mut out, schema, rows, &mut compressors)?;
     let (blocks, column_blocks) =
-        write_column_blocks(&mut out, schema, batch, options, &codes, &mut compressors)?;
+        write_column_blocks(&mut out, schema, rows, options, &with_codes, &mut compressors)?;
     let index_start = out.written;
-    let bitmaps = write_bitmaps(&mut out, bitmap::build(schema, batch), &mut compressors)?;
+    let bitmaps = write_bitmaps(&mut out, rows.bitmaps(schema), &mut compressors)?;
     let index_bytes = out.written - index_start;
     let footer = Footer {
         info: info.clone(),
         schema: schema.clone(),
-        rows: batch.rows() as u64,
+        rows: rows.rows() as u64,
         blocks,
         dictionaries,
         column_blocks,
@@ -85,15 +118,12 @@ pub fn write_segment(
 
 /// Programmer errors: the caller hands us a sorted, non-empty batch of this schema.
 fn check_inputs(schema: &Schema, batch: &Batch, info: &SegmentInfo, options: &SegmentWriteOptions) {
-    assert!(batch.rows() > 0, "write_segment: a segment holds at least one row");
-    assert!(batch.rows() as u64 <= SEGMENT_ROWS_MAX, "write_segment: too many rows");
     assert!((1..=BLOCK_ROWS_MAX).contains(&options.block_rows), "write_segment: bad block_rows");
     assert!(info.min_lsn <= info.max_lsn, "write_segment: min_lsn > max_lsn");
     assert_eq!(batch.columns().len(), schema.len(), "write_segment: batch does not match schema");
     for (def, col) in schema.columns.iter().zip(batch.columns()) {
         assert_eq!(def.ty, col.values.column_type(), "write_segment: column {} type", def.name);
     }
-    assert!(is_sorted(schema, batch), "write_segment: batch is not sorted by the sort key");
 }
 
 fn header() -> Vec<u8> {
@@ -132,7 +162,7 @@ fn encode_footer(footer: &Footer, context: &dyn Fn(&str) -> String) -> Result<Ve
 
 /// The file being written, with the running offset.
 struct Output<'a> {
-    file: File,
+    file: BufWriter<File>,
     path: &'a Path,
     faults: &'a Faults,
     written: u64,
@@ -150,52 +180,40 @@ impl Output<'_> {
     fn sync(&mut self) -> Result<(), StorageError> {
         let context = || format!("write segment {}: fsync", self.path.display());
         self.faults.check(FaultOp::Sync, self.path).map_err(|e| StorageError::io(context(), e))?;
-        self.file.sync_all().map_err(|e| StorageError::io(context(), e))?;
-        let len = self.file.metadata().map_err(|e| StorageError::io(context(), e))?.len();
+        self.file.flush().map_err(|e| StorageError::io(context(), e))?;
+        self.file.get_ref().sync_all().map_err(|e| StorageError::io(context(), e))?;
+        let len = self.file.get_ref().metadata().map_err(|e| StorageError::io(context(), e))?.len();
         assert_eq!(len, self.written, "segment file size differs from bytes written");
         Ok(())
     }
 }
 
-/// Per schema column, the segment dictionary codes of its non-null values, if it has one.
-type DictionaryCodes = Vec<Option<Vec<u32>>>;
-
 /// Builds, writes and describes the segment dictionary of every text column where one pays.
-/// Returns the directory and, per schema column, the codes of its non-null values (in row
-/// order) when it has a dictionary.
+/// Returns the directory and, per schema column, whether its blocks store dictionary codes.
 fn write_dictionaries(
     out: &mut Output<'_>,
     schema: &Schema,
-    batch: &Batch,
+    rows: &SegmentRows<'_>,
     compressors: &mut Compressors,
-) -> Result<(Vec<DictionaryMeta>, DictionaryCodes), StorageError> {
+) -> Result<(Vec<DictionaryMeta>, Vec<bool>), StorageError> {
     let mut metas = Vec::new();
-    let mut all_codes = Vec::with_capacity(schema.len());
-    for (c, (def, column)) in schema.columns.iter().zip(batch.columns()).enumerate() {
-        let ColumnValues::Text(text) = &column.values else {
-            all_codes.push(None);
-            continue;
-        };
-        let values: Vec<&[u8]> = (0..text.len())
-            .filter(|&i| column.validity.as_ref().is_none_or(|v| v[i]))
-            .map(|i| text.get_bytes(i))
-            .collect();
-        let (entries, codes) = rank_text(&values);
-        if !dictionary::pays(entries.len(), values.len())
-            || dictionary::expanded_bytes(&entries) > COLUMN_BLOCK_RAW_BYTES_MAX
+    let mut with_codes = vec![false; schema.len()];
+    for (c, def) in schema.columns.iter().enumerate() {
+        let Some(ranking) = rows.ranking(c) else { continue };
+        let entries = &ranking.entries;
+        if !dictionary::pays(entries.len(), ranking.non_null)
+            || dictionary::expanded_bytes(entries) > COLUMN_BLOCK_RAW_BYTES_MAX
         {
-            all_codes.push(None);
             continue;
         }
         let what = format!("write dictionary of column {}", def.name);
-        let raw = dictionary::encode(&entries);
+        let raw = dictionary::encode(entries);
         if cfg!(debug_assertions) {
             // Pair assertion: the dictionary decodes to exactly the entries.
             let back = dictionary::decode(&raw, entries.len()).unwrap_or_else(|e| panic!("{what}: {}", e.0));
             assert!((0..back.len()).map(|i| back.get_bytes(i)).eq(entries.iter().copied()), "{what}");
         }
         if raw.len() > COLUMN_BLOCK_RAW_BYTES_MAX {
-            all_codes.push(None);
             continue;
         }
         let compressed = compressors
@@ -212,58 +230,49 @@ fn write_dictionaries(
             crc32: crc32(&stored),
         });
         out.write(&stored, &what)?;
-        all_codes.push(Some(codes));
+        with_codes[c] = true;
     }
-    Ok((metas, all_codes))
+    Ok((metas, with_codes))
 }
 
 fn write_column_blocks(
     out: &mut Output<'_>,
     schema: &Schema,
-    batch: &Batch,
+    rows: &SegmentRows<'_>,
     options: &SegmentWriteOptions,
-    codes: &[Option<Vec<u32>>],
+    with_codes: &[bool],
     compressors: &mut Compressors,
 ) -> Result<(Vec<BlockMeta>, Vec<ColumnBlockMeta>), StorageError> {
-    let rows = batch.rows();
+    let total = rows.rows();
     let mut blocks = Vec::new();
     let mut metas = Vec::new();
-    // Per column: how many of its segment dictionary codes earlier blocks used.
-    let mut codes_used = vec![0usize; schema.len()];
-    for start in (0..rows).step_by(options.block_rows) {
-        let end = (start + options.block_rows).min(rows);
+    for start in (0..total).step_by(options.block_rows) {
+        let end = (start + options.block_rows).min(total);
         blocks.push(BlockMeta { first_row: start as u64, rows: (end - start) as u32 });
-        for (c, (def, column)) in schema.columns.iter().zip(batch.columns()).enumerate() {
-            let what = format!("write block {} column {}", blocks.len() - 1, def.name);
-            let block_codes = codes[c].as_deref().map(|all| &all[codes_used[c]..]);
-            let (meta, stored, used) =
-                encode_column_block(column, def.ty, start..end, options, block_codes, compressors)
-                    .map_err(|e| StorageError::io(format!("{}: {what}", out.path.display()), e))?;
-            codes_used[c] += used;
+        for (c, def) in schema.columns.iter().enumerate() {
+            let what = || format!("{}: write block {} column {}", out.path.display(), blocks.len() - 1, def.name);
+            let (slice, codes) = rows.block(c, start..end, with_codes[c]);
+            let (meta, stored) = encode_column_block(&slice, def.ty, options, codes.as_deref(), compressors)
+                .map_err(|e| StorageError::io(what(), e))?;
             let meta = ColumnBlockMeta { offset: out.written, ..meta };
-            out.write(&stored, &what)?;
+            out.write(&stored, &what())?;
             metas.push(meta);
         }
     }
     Ok((blocks, metas))
 }
 
-/// Encodes one column block; returns its meta (offset unset), its stored bytes, and how many
-/// of `segment_codes` (the column's remaining segment dictionary codes) it used.
+/// Encodes one column block; returns its meta (offset unset) and its stored bytes.
+/// `segment_codes` are the codes of its non-null values when the column has a dictionary.
 fn encode_column_block(
-    column: &Column,
+    slice: &BlockSlice<'_>,
     ty: ColumnType,
-    range: std::ops::Range<usize>,
     options: &SegmentWriteOptions,
     segment_codes: Option<&[u32]>,
     compressors: &mut Compressors,
-) -> io::Result<(ColumnBlockMeta, Vec<u8>, usize)> {
-    let slice = slice_block(column, range.clone());
-    check_text_size(&slice)?;
-    let non_null = range.len() - slice.null_count;
-    let segment_codes = segment_codes.map(|codes| &codes[..non_null]);
-    let used = segment_codes.map_or(0, |codes| codes.len());
-    let candidates = encode_candidates(&slice, options.dictionary_values_max, segment_codes);
+) -> io::Result<(ColumnBlockMeta, Vec<u8>)> {
+    check_text_size(slice)?;
+    let candidates = encode_candidates(slice, options.dictionary_values_max, segment_codes);
     let (encoding, raw, compressed) = compressors.smallest(candidates)?;
     if raw.len() > COLUMN_BLOCK_RAW_BYTES_MAX {
         return Err(too_large(raw.len()));
@@ -276,9 +285,12 @@ fn encode_column_block(
         encoding,
         compression,
         crc32: crc32(&stored),
-        zone: ZoneMap::of(&slice, ty),
+        zone: match segment_codes {
+            Some(codes) => ZoneMap::of_codes(slice, codes),
+            None => ZoneMap::of(slice, ty),
+        },
     };
-    Ok((meta, stored, used))
+    Ok((meta, stored))
 }
 
 /// zstd output when it is smaller, else the raw bytes.

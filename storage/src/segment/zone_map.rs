@@ -42,6 +42,20 @@ impl ZoneMap {
         ZoneMap { null_count: slice.null_count as u64, min, max }
     }
 
+    /// [`ZoneMap::of`] for a text block whose non-null values have segment dictionary `codes`:
+    /// the dictionary is sorted byte-wise, so the smallest code is the smallest value, and
+    /// integer comparisons replace string comparisons.
+    pub(crate) fn of_codes(slice: &BlockSlice<'_>, codes: &[u32]) -> ZoneMap {
+        let DenseValues::Text(values) = &slice.values else { unreachable!("codes belong to text blocks") };
+        assert_eq!(values.len(), codes.len(), "one code per non-null value");
+        let positions = min_max(&(0..codes.len()).collect::<Vec<usize>>(), |&a, &b| codes[a].cmp(&codes[b]));
+        let (min, max) = match positions {
+            Some((lo, hi)) => (text_bound(values[lo]), text_bound(values[hi])),
+            None => (None, None),
+        };
+        ZoneMap { null_count: slice.null_count as u64, min, max }
+    }
+
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.null_count.to_le_bytes());
         let flags = (self.min.is_some() as u8 * FLAG_MIN) | (self.max.is_some() as u8 * FLAG_MAX);
