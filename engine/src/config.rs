@@ -32,6 +32,7 @@ pub struct StorageConfig {
     pub compaction_block_rows: usize,
     pub compaction_fan_in: usize,
     pub compaction_rows_max: u64,
+    pub compaction_urgent_segments: usize,
     pub wal_segment_bytes: u64,
     /// "auto", "io_uring" or "pwrite".
     pub wal_io: String,
@@ -78,6 +79,7 @@ impl Default for StorageConfig {
             compaction_block_rows: db.compaction_block_rows,
             compaction_fan_in: db.compaction_fan_in,
             compaction_rows_max: db.compaction_rows_max,
+            compaction_urgent_segments: db.compaction_urgent_segments,
             wal_segment_bytes: db.wal_segment_bytes,
             wal_io: "auto".into(),
         }
@@ -141,6 +143,7 @@ impl Config {
         o.compaction_block_rows = s.compaction_block_rows;
         o.compaction_fan_in = s.compaction_fan_in;
         o.compaction_rows_max = s.compaction_rows_max;
+        o.compaction_urgent_segments = s.compaction_urgent_segments;
         o.wal_segment_bytes = s.wal_segment_bytes;
         o.wal_io = match s.wal_io.as_str() {
             "auto" => lookback_wal::IoMode::Auto,

@@ -40,6 +40,7 @@ pub(super) fn wake_flusher(inner: &Inner) {
 }
 
 fn flusher_loop(inner: &Inner) {
+    set_thread_priority(false, FLUSH_THREAD_NICE);
     let interval = Duration::from_millis(inner.options.flush_interval_ms.max(10));
     let tick = interval.min(Duration::from_millis(500));
     loop {
@@ -65,9 +66,25 @@ fn flusher_loop(inner: &Inner) {
 
 /// How often the compactor looks for work.
 const COMPACTION_POLL_MS: u64 = 250;
-/// Nice value of the compaction thread: merges yield the CPU to admission and flushes, which
-/// producers wait on; compaction only has to keep up on average.
+/// Nice value of the compaction thread when it must compete for the CPU (too many segments):
+/// merges still yield to admission and flushes, which producers wait on.
 const COMPACTION_THREAD_NICE: i32 = 10;
+/// Nice value of the flush thread: admission (which producers wait on) goes first; the flusher
+/// only has to keep up on average, and memory_bytes_max stops admission when it does not.
+const FLUSH_THREAD_NICE: i32 = 5;
+
+/// Scheduling of the calling thread: SCHED_IDLE (runs only on otherwise idle CPUs) or
+/// SCHED_OTHER at `nice`. Failure leaves the thread as it was: priority is an optimization.
+fn set_thread_priority(idle: bool, nice: i32) {
+    let policy = if idle { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls on this thread's own id with a valid sched_param.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        libc::sched_setscheduler(tid, policy, &param);
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+    }
+}
 
 pub(super) fn start_compactor(inner: Arc<Inner>) -> JoinHandle<()> {
     std::thread::Builder::new()
@@ -76,13 +93,16 @@ pub(super) fn start_compactor(inner: Arc<Inner>) -> JoinHandle<()> {
         .expect("spawn the compaction thread")
 }
 
+/// Compaction runs on idle CPU only, so it never slows ingest, until some table holds more
+/// than `compaction_urgent_segments` segments; then it competes at a low priority.
 fn compactor_loop(inner: &Inner) {
-    // SAFETY: plain syscalls on this thread's own id; failure only leaves the default priority.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, COMPACTION_THREAD_NICE);
-    }
+    let mut urgent = None;
     while !inner.stopping.load(Ordering::Acquire) && inner.wal.poisoned().is_none() {
+        let now_urgent = segments_max(inner) > inner.options.compaction_urgent_segments;
+        if urgent != Some(now_urgent) {
+            set_thread_priority(!now_urgent, COMPACTION_THREAD_NICE);
+            urgent = Some(now_urgent);
+        }
         match compact_tiered(inner, 1) {
             Ok(true) => continue,
             Ok(false) => {}
@@ -93,6 +113,10 @@ fn compactor_loop(inner: &Inner) {
         }
         std::thread::sleep(Duration::from_millis(COMPACTION_POLL_MS));
     }
+}
+
+fn segments_max(inner: &Inner) -> usize {
+    inner.state.lock().tables.values().map(|t| t.segments.len()).max().unwrap_or(0)
 }
 
 /// Tables whose active memtable is full, whose oldest batch is older than the flush interval,

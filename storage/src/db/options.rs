@@ -32,6 +32,9 @@ pub struct DbOptions {
     pub compaction_fan_in: usize,
     /// A merge never produces a segment of more rows than this (bounds compaction memory).
     pub compaction_rows_max: u64,
+    /// Segments in one table above which compaction stops waiting for idle CPU and competes
+    /// (at low priority) with ingest, so a long overload cannot pile up files without bound.
+    pub compaction_urgent_segments: usize,
     pub wal_segment_bytes: u64,
     pub wal_io: IoMode,
     /// Flush memtables on clean shutdown so the next start replays little (off for read-only
@@ -58,6 +61,7 @@ impl DbOptions {
             compaction_block_rows: 262_144,
             compaction_fan_in: 4,
             compaction_rows_max: 8_000_000,
+            compaction_urgent_segments: 24,
             wal_segment_bytes: 64 << 20,
             wal_io: IoMode::Auto,
             flush_on_shutdown: true,
