@@ -61,7 +61,7 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
     let http_addr = format!("127.0.0.1:{}", free_port());
     // Small memtables so flushes and compactions happen between kills.
     let config = dir.path().join("lookback.toml");
-    std::fs::write(&config, "[storage]\nmemtable_bytes_max = 400000\nflush_interval_ms = 300\ncompaction_fan_in = 3\nwal_segment_bytes = 4194304\n[ingest]\nframe_bytes_max = 1048576\n").unwrap();
+    std::fs::write(&config, "[storage]\nmemtable_bytes_max = 400000\nflush_interval_ms = 300\ncompaction_fan_in = 3\ncompaction_urgent_segments = 4\nwal_segment_bytes = 4194304\n[ingest]\nframe_bytes_max = 1048576\n").unwrap();
     let extra = ["--config", config.to_str().unwrap()];
     let mut server = Server::start(&data_dir, &ingest_addr, &http_addr, &extra);
 

@@ -66,6 +66,8 @@ fn flusher_loop(inner: &Inner) {
 
 /// How often the compactor looks for work.
 const COMPACTION_POLL_MS: u64 = 250;
+/// Time without admissions after which non-urgent compaction may start.
+const COMPACTION_QUIET_MS: u64 = 1_000;
 /// Nice value of the compaction thread when it must compete for the CPU (too many segments):
 /// merges still yield to admission and flushes, which producers wait on.
 const COMPACTION_THREAD_NICE: i32 = 10;
@@ -93,8 +95,11 @@ pub(super) fn start_compactor(inner: Arc<Inner>) -> JoinHandle<()> {
         .expect("spawn the compaction thread")
 }
 
-/// Compaction runs on idle CPU only, so it never slows ingest, until some table holds more
-/// than `compaction_urgent_segments` segments; then it competes at a low priority.
+/// Compaction waits for ingest to pause for [`COMPACTION_QUIET_MS`] and then runs on idle
+/// CPU only (SCHED_IDLE), so it never slows ingest, until some table holds more than
+/// `compaction_urgent_segments` segments; then it runs regardless, at a low priority. A merge
+/// decodes its inputs whole (memory: about their decoded size), so deferring merges also keeps
+/// that memory out of the way of a burst.
 fn compactor_loop(inner: &Inner) {
     let mut urgent = None;
     while !inner.stopping.load(Ordering::Acquire) && inner.wal.poisoned().is_none() {
@@ -102,6 +107,11 @@ fn compactor_loop(inner: &Inner) {
         if urgent != Some(now_urgent) {
             set_thread_priority(!now_urgent, COMPACTION_THREAD_NICE);
             urgent = Some(now_urgent);
+        }
+        let quiet = now_unix_ms().saturating_sub(inner.last_admit_ms.load(Ordering::Relaxed)) >= COMPACTION_QUIET_MS;
+        if !now_urgent && !quiet {
+            std::thread::sleep(Duration::from_millis(COMPACTION_POLL_MS));
+            continue;
         }
         match compact_tiered(inner, 1) {
             Ok(true) => continue,
@@ -305,15 +315,25 @@ fn pick_tier(inner: &Inner, segments: &[LiveSegment]) -> Option<Vec<u64>> {
     None
 }
 
+/// Passes of [`compact_full`]: a pass can find its plan stale (the background compactor merged
+/// some of the same segments meanwhile) and then plans again; bounded, since ingest may keep
+/// adding segments.
+const COMPACT_FULL_PASSES_MAX: usize = 4;
+
 /// Merges every table's segments into as few as `compaction_rows_max` allows.
 pub(super) fn compact_full(inner: &Inner) -> Result<(), DbError> {
-    let plans: Vec<(String, Vec<Vec<u64>>)> = {
-        let state = inner.state.lock();
-        state.tables.iter().map(|(name, t)| (name.clone(), plan_full(&t.segments, inner.options.compaction_rows_max))).collect()
-    };
-    for (table, groups) in plans {
-        for ids in groups {
-            merge(inner, &table, &ids)?;
+    for _ in 0..COMPACT_FULL_PASSES_MAX {
+        let plans: Vec<(String, Vec<Vec<u64>>)> = {
+            let state = inner.state.lock();
+            state.tables.iter().map(|(name, t)| (name.clone(), plan_full(&t.segments, inner.options.compaction_rows_max))).collect()
+        };
+        if plans.iter().all(|(_, groups)| groups.is_empty()) {
+            break;
+        }
+        for (table, groups) in plans {
+            for ids in groups {
+                merge(inner, &table, &ids)?;
+            }
         }
     }
     Ok(())

@@ -32,7 +32,7 @@ use lookback_wal::{Wal, WalError};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -99,11 +99,11 @@ pub(crate) struct Inner {
     pub flush_lock: Mutex<()>,
     /// Serializes whole merges; held for seconds, so never by the flusher.
     pub merge_lock: Mutex<()>,
-    /// The last flush's sorted batch, kept so the next flush gathers into its buffers. Holds
-    /// at most one memtable's worth of memory (`memtable_bytes_max`).
     pub flush_wakeup: Condvar,
     pub flush_wakeup_lock: Mutex<bool>,
     pub stopping: AtomicBool,
+    /// Wall-clock ms of the last admission; compaction waits for a quiet moment.
+    pub last_admit_ms: AtomicU64,
     pub stats: DbStats,
     /// Durability waiters for duplicate batches whose original is not yet durable. Its own lock,
     /// never the state lock: WAL callbacks take it, and admission may block on a full WAL queue
@@ -311,6 +311,7 @@ fn admit(
         return Err(DbError::SchemaMismatch(format!("table {table} has {} columns", schema.columns.len())));
     }
     let now_ms = now_unix_ms();
+    inner.last_admit_ms.store(now_ms, Ordering::Relaxed);
     let rows_in = batch.rows();
     let dedup_columns = t.dedup_columns;
     let batch = match dedup_columns {

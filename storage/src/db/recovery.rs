@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,6 +70,7 @@ pub(super) fn open(options: DbOptions) -> Result<Inner, DbError> {
         flush_wakeup: Condvar::new(),
         flush_wakeup_lock: Mutex::new(false),
         stopping: AtomicBool::new(false),
+        last_admit_ms: AtomicU64::new(0),
         stats: Default::default(),
         waiters: Mutex::new(BTreeMap::new()),
         _lock_file: lock_file,
