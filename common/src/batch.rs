@@ -286,51 +286,6 @@ impl Batch {
         Batch { columns, rows: indices.len() }
     }
 
-    /// Gathers rows from several batches of one schema: `order` holds global row numbers, the
-    /// rows of `batches` numbered consecutively. Equivalent to `concat(batches).take(order)`
-    /// without materializing the concatenation (a flush sorts memtable batches this way).
-    pub fn gather(schema: &Schema, batches: &[&Batch], order: &[u32]) -> Batch {
-        Batch::gather_reusing(schema, batches, order, None)
-    }
-
-    /// [`Batch::gather`] into the buffers of `recycled` (a batch of the same schema that is no
-    /// longer needed): the flush gathers a memtable-sized batch every time, and reusing the
-    /// previous one's memory avoids faulting in fresh pages for each flush.
-    pub fn gather_reusing(schema: &Schema, batches: &[&Batch], order: &[u32], recycled: Option<Batch>) -> Batch {
-        let mut starts = Vec::with_capacity(batches.len());
-        let mut total = 0u32;
-        for b in batches {
-            starts.push(total);
-            total += b.rows as u32;
-        }
-        let locate = |g: u32| {
-            let b = starts.partition_point(|&s| s <= g) - 1;
-            (b, (g - starts[b]) as usize)
-        };
-        let located: Vec<(usize, usize)> = order.iter().map(|&g| locate(g)).collect();
-        let mut old_columns = recycled.map(|b| b.columns).unwrap_or_default().into_iter();
-        let columns = (0..schema.columns.len())
-            .map(|ci| {
-                let parts: Vec<&Column> = batches.iter().map(|b| &b.columns[ci]).collect();
-                let old = old_columns.next();
-                let (old_values, old_validity) = match old {
-                    Some(c) => (Some(c.values), c.validity),
-                    None => (None, None),
-                };
-                let any_nulls = parts.iter().any(|c| c.validity.is_some());
-                let validity = any_nulls
-                    .then(|| {
-                        let mut v = old_validity.map(|mut v| { v.clear(); v }).unwrap_or_default();
-                        v.extend(located.iter().map(|&(b, r)| !parts[b].is_null(r)));
-                        v
-                    })
-                    .filter(|v| v.iter().any(|ok| !ok));
-                Column::new(gather_values(schema.columns[ci].ty, &parts, &located, old_values), validity)
-            })
-            .collect();
-        Batch { columns, rows: order.len() }
-    }
-
     /// Concatenates batches of one schema. Panics if they disagree: callers only concatenate
     /// batches validated against the same schema.
     pub fn concat(schema: &Schema, batches: &[&Batch]) -> Batch {
@@ -390,58 +345,6 @@ fn take_values(src: &ColumnValues, indices: &[u32]) -> ColumnValues {
             out.offsets.push(0);
             for &i in indices {
                 out.data.extend_from_slice(t.get_bytes(i as usize));
-                out.offsets.push(out.data.len() as u32);
-            }
-            ColumnValues::Text(out)
-        }
-    }
-}
-
-fn gather_values(ty: ColumnType, parts: &[&Column], located: &[(usize, usize)], old: Option<ColumnValues>) -> ColumnValues {
-    macro_rules! fixed {
-        ($variant:ident) => {{
-            let mut out = match old {
-                Some(ColumnValues::$variant(mut v)) => {
-                    v.clear();
-                    v
-                }
-                _ => Vec::with_capacity(located.len()),
-            };
-            out.extend(located.iter().map(|&(b, r)| match &parts[b].values {
-                ColumnValues::$variant(v) => v[r],
-                other => panic!("column type mismatch: {:?}", other.column_type()),
-            }));
-            ColumnValues::$variant(out)
-        }};
-    }
-    match ty {
-        ColumnType::Bool => fixed!(Bool),
-        ColumnType::Int64 => fixed!(Int64),
-        ColumnType::Timestamp => fixed!(Timestamp),
-        ColumnType::Float64 => fixed!(Float64),
-        ColumnType::Uuid => fixed!(Uuid),
-        ColumnType::Text => {
-            let texts: Vec<&TextValues> = parts
-                .iter()
-                .map(|c| match &c.values {
-                    ColumnValues::Text(t) => t,
-                    other => panic!("column type mismatch: {:?}", other.column_type()),
-                })
-                .collect();
-            let bytes: usize = located.iter().map(|&(b, r)| texts[b].get_bytes(r).len()).sum();
-            let mut out = match old {
-                Some(ColumnValues::Text(mut t)) => {
-                    t.offsets.clear();
-                    t.data.clear();
-                    t
-                }
-                _ => TextValues::default(),
-            };
-            out.offsets.reserve(located.len() + 1);
-            out.data.reserve(bytes);
-            out.offsets.push(0);
-            for &(b, r) in located {
-                out.data.extend_from_slice(texts[b].get_bytes(r));
                 out.offsets.push(out.data.len() as u32);
             }
             ColumnValues::Text(out)
@@ -587,17 +490,6 @@ mod tests {
         assert_eq!(t.row(0), vec![Value::Int64(3), Value::Text("yy".into())]);
         assert_eq!(t.row(1), vec![Value::Int64(1), Value::Text("x".into())]);
         assert!(t.column(1).validity.is_none(), "no nulls left means no validity vector");
-    }
-
-    #[test]
-    fn gather_equals_concat_then_take() {
-        let a = build(&[(1, Some("x")), (2, None)]);
-        let b = build(&[(3, Some("yy")), (4, Some("z"))]);
-        let order = [3, 0, 2, 1];
-        let expected = Batch::concat(&schema(), &[&a, &b]).take(&order);
-        assert_eq!(Batch::gather(&schema(), &[&a, &b], &order), expected);
-        let recycled = Batch::gather(&schema(), &[&b, &a], &[0, 1, 2]);
-        assert_eq!(Batch::gather_reusing(&schema(), &[&a, &b], &order, Some(recycled)), expected);
     }
 
     #[test]
