@@ -27,6 +27,7 @@ mod bitmap;
 mod dictionary;
 mod encoding;
 mod footer;
+mod intern;
 mod numeric;
 mod reader;
 mod text;

@@ -14,7 +14,7 @@
 use super::bitmap::{self, ColumnBitmaps};
 use super::encoding::{BlockSlice, DenseValues};
 use crate::sort::{self, ColumnKey};
-use ahash::RandomState;
+use super::intern::Interner;
 use lookback_common::{Batch, Column, ColumnValues, Schema, TextValues};
 use std::ops::Range;
 
@@ -48,7 +48,7 @@ impl<'a> SegmentRows<'a> {
     pub(crate) fn sorted(schema: &Schema, batch: &'a Batch) -> SegmentRows<'a> {
         let parts = vec![batch];
         let locs: Vec<(u32, u32)> = (0..batch.rows() as u32).map(|r| (0, r)).collect();
-        let rankings = (0..schema.len()).map(|c| rank_in_order(&parts, &locs, c, false)).collect();
+        let rankings = (0..schema.len()).map(|c| rank_in_order(&parts, c, false)).collect();
         SegmentRows { parts, locs, rankings }
     }
 
@@ -67,12 +67,8 @@ impl<'a> SegmentRows<'a> {
         // Every text column is ranked streaming through the input (reading values in output
         // order would miss the cache on every one); the ranks of sort-key columns are the sort
         // keys. Then ranks are permuted to output order, where the writer reads them in runs.
-        let input_order: Vec<(u32, u32)> =
-            parts.iter().enumerate().flat_map(|(p, b)| (0..b.rows() as u32).map(move |r| (p as u32, r))).collect();
-        let mut rankings: Vec<Option<Ranking<'a>>> = (0..schema.len())
-            .map(|c| rank_in_order(&parts, &input_order, c, !schema.sort_key.contains(&c)))
-            .collect();
-        drop(input_order);
+        let mut rankings: Vec<Option<Ranking<'a>>> =
+            (0..schema.len()).map(|c| rank_in_order(&parts, c, !schema.sort_key.contains(&c))).collect();
         let order = sort_rows(schema, &parts, &rankings, total);
         for ranking in rankings.iter_mut().flatten() {
             ranking.ranks = order.iter().map(|&row| ranking.ranks[row as usize]).collect();
@@ -170,10 +166,9 @@ fn gather<'a>(columns: &[&'a Column], kept: &[(u32, u32)]) -> DenseValues<'a> {
     }
 }
 
-/// Ranks text column `c` over the rows at `locs`, in that order; `None` for other column
-/// types, or when `probe` finds the column too distinct for a dictionary. Consecutive repeats
-/// skip the hash lookup.
-fn rank_in_order<'a>(parts: &[&'a Batch], locs: &[(u32, u32)], c: usize, probe: bool) -> Option<Ranking<'a>> {
+/// Ranks text column `c` over all rows of `parts`, in input order; `None` for other column
+/// types, or when `probe` finds the column too distinct for a dictionary.
+fn rank_in_order<'a>(parts: &[&'a Batch], c: usize, probe: bool) -> Option<Ranking<'a>> {
     let columns: Vec<(&'a Column, &'a TextValues)> = parts
         .iter()
         .map(|p| {
@@ -184,99 +179,25 @@ fn rank_in_order<'a>(parts: &[&'a Batch], locs: &[(u32, u32)], c: usize, probe: 
             }
         })
         .collect::<Option<_>>()?;
-    let mut distinct = DistinctValues::with_capacity(locs.len().min(super::SEGMENT_DICTIONARY_ENTRIES_MAX));
-    let mut ids: Vec<u32> = Vec::with_capacity(locs.len());
-    let mut previous: Option<(&[u8], u32)> = None;
+    let rows: usize = parts.iter().map(|p| p.rows()).sum();
+    let values = columns.iter().flat_map(|&(column, text)| {
+        (0..text.len()).map(move |r| (!column.is_null(r)).then(|| text.get_bytes(r)))
+    });
+    let mut interner = Interner::new();
+    let mut ids: Vec<u32> = Vec::with_capacity(rows);
     let mut non_null = 0usize;
-    for &(p, r) in locs {
-        let (column, text) = columns[p as usize];
-        if column.is_null(r as usize) {
-            ids.push(NULL_RANK);
-            continue;
-        }
-        let value = text.get_bytes(r as usize);
-        let id = match previous {
-            Some((p, id)) if p == value => id,
-            _ => distinct.id(value),
-        };
-        previous = Some((value, id));
-        ids.push(id);
-        non_null += 1;
-        if probe && non_null == PROBE_VALUES && distinct.len() * 10 > non_null * PROBE_DISTINCT_TENTHS_MAX {
-            return None;
-        }
+    let give_up = |seen: usize, interner: &Interner<'_>| {
+        non_null = seen;
+        probe && seen == PROBE_VALUES && interner.len() * 10 > seen * PROBE_DISTINCT_TENTHS_MAX
+    };
+    if !interner.intern_all(values, NULL_RANK, |id| ids.push(id), give_up) {
+        return None;
     }
-    let (entries, rank) = distinct.into_sorted();
+    let (entries, rank) = interner.into_sorted();
     for id in ids.iter_mut().filter(|id| **id != NULL_RANK) {
         *id = rank[*id as usize];
     }
     Some(Ranking { entries, ranks: ids, non_null })
-}
-
-/// Interns byte strings: id = order of first appearance.
-///
-/// Why not a `HashMap<&[u8], u32>`: its keys would point at each value's first occurrence,
-/// scattered over the whole memtable, so every lookup's key comparison missed the cache. Here
-/// the table holds (hash, id) and compares hashes first; a matching hash compares against a copy
-/// of the value in `arena`, where the distinct values lie packed together.
-struct DistinctValues<'a> {
-    table: hashbrown::HashTable<(u64, u32)>,
-    /// The first occurrence of each distinct value (what the dictionary hands out).
-    values: Vec<&'a [u8]>,
-    arena: Vec<u8>,
-    /// `arena_ends[id]`: end of value `id` in `arena` (it starts where `id - 1` ends).
-    arena_ends: Vec<usize>,
-    hasher: RandomState,
-}
-
-impl<'a> DistinctValues<'a> {
-    fn with_capacity(capacity: usize) -> Self {
-        DistinctValues {
-            table: hashbrown::HashTable::with_capacity(capacity),
-            values: Vec::new(),
-            arena: Vec::new(),
-            arena_ends: Vec::new(),
-            hasher: RandomState::new(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    fn arena_value<'v>(arena: &'v [u8], ends: &[usize], id: u32) -> &'v [u8] {
-        let id = id as usize;
-        let start = if id == 0 { 0 } else { ends[id - 1] };
-        &arena[start..ends[id]]
-    }
-
-    fn id(&mut self, value: &'a [u8]) -> u32 {
-        let hash = self.hasher.hash_one(value);
-        let (arena, ends) = (&self.arena, &self.arena_ends);
-        let found = self.table.find(hash, |&(h, id)| h == hash && Self::arena_value(arena, ends, id) == value);
-        if let Some(&(_, id)) = found {
-            return id;
-        }
-        let id = u32::try_from(self.values.len()).expect("distinct values fit u32 ids (segment rows do)");
-        self.values.push(value);
-        self.arena.extend_from_slice(value);
-        self.arena_ends.push(self.arena.len());
-        self.table.insert_unique(hash, (hash, id), |&(h, _)| h);
-        id
-    }
-
-    /// The distinct values sorted byte-wise, and each id's rank among them.
-    fn into_sorted(self) -> (Vec<&'a [u8]>, Vec<u32>) {
-        drop(self.table);
-        let (arena, ends) = (&self.arena, &self.arena_ends);
-        let mut order: Vec<u32> = (0..self.values.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| Self::arena_value(arena, ends, a).cmp(Self::arena_value(arena, ends, b)));
-        let mut rank = vec![0u32; self.values.len()];
-        for (r, &id) in order.iter().enumerate() {
-            rank[id as usize] = r as u32;
-        }
-        (order.iter().map(|&id| self.values[id as usize]).collect(), rank)
-    }
 }
 
 /// Input row numbers in segment order.
