@@ -9,17 +9,23 @@
 //! expiry is dropping a whole set (no per-key timers). The number of keys is bounded by
 //! `entries_max`; past it the oldest generation is dropped early and counted, so memory stays
 //! bounded and the shrinking window is visible in metrics rather than silent.
+//!
+//! Every admitted event probes the window, and a busy window is gigabytes: each probe is a
+//! cache miss. So a batch is probed through [`DedupWindow::insert_batch`], which prefetches
+//! the slots of keys [`PREFETCH_KEYS`] ahead in every generation, overlapping the misses; the
+//! generations are [`KeyTable`]s (open addressing over the keys themselves, which are already
+//! uniformly distributed hashes) whose slot is computable before the probe.
 
 use ahash::AHasher;
 use lookback_common::{Column, ColumnValues};
-use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
+use std::hash::Hasher;
 
 pub const GENERATIONS: usize = 4;
-/// Keys a new generation is sized for at least (about 32 MiB of table).
+/// Keys a new generation is sized for at least (32 MiB of table).
 const GENERATION_CAPACITY_MIN: usize = 1 << 20;
-
-type KeySet = HashSet<u128, BuildHasherDefault<AHasher>>;
+/// Keys between a slot prefetch and its probe in [`DedupWindow::insert_batch`].
+const PREFETCH_KEYS: usize = 16;
 
 pub fn dedup_key(app_id: &[u8], event_id: &[u8; 16]) -> u128 {
     // A fixed-key hasher: keys need not be stable across builds (the window is rebuilt from
@@ -45,7 +51,7 @@ pub struct DedupWindow {
     generation_ms: u64,
     entries_max: usize,
     /// Front = newest. Each entry: (generation start, keys).
-    generations: VecDeque<(u64, KeySet)>,
+    generations: VecDeque<(u64, KeyTable)>,
     entries: usize,
     pub evicted_early: u64,
 }
@@ -65,15 +71,34 @@ impl DedupWindow {
     }
 
     pub fn contains(&self, key: u128) -> bool {
-        self.generations.iter().any(|(_, set)| set.contains(&key))
+        self.generations.iter().any(|(_, table)| table.contains(key))
     }
 
     /// Inserts a key at ingest time `now_ms`; returns false if it was already present.
     pub fn insert(&mut self, key: u128, now_ms: u64) -> bool {
         // Rotating first is safe: a generation dropped here is one `contains` would have
-        // ignored a moment later anyway. Then the newest generation is probed once, by insert.
+        // ignored a moment later anyway.
         self.rotate(now_ms);
-        if self.generations.iter().skip(1).any(|(_, set)| set.contains(&key)) {
+        self.insert_rotated(key)
+    }
+
+    /// [`Self::insert`] of every key in order (a repeat within `keys` is a duplicate too),
+    /// at one ingest time; `fresh(i)` is called with the index of every key that was new.
+    pub fn insert_batch(&mut self, keys: &[u128], now_ms: u64, mut fresh: impl FnMut(usize)) {
+        self.rotate(now_ms);
+        for (i, &key) in keys.iter().enumerate() {
+            if let Some(&ahead) = keys.get(i + PREFETCH_KEYS) {
+                self.generations.iter().for_each(|(_, table)| table.prefetch(ahead));
+            }
+            if self.insert_rotated(key) {
+                fresh(i);
+            }
+        }
+    }
+
+    fn insert_rotated(&mut self, key: u128) -> bool {
+        // The newest generation is probed once, by insert.
+        if self.generations.iter().skip(1).any(|(_, table)| table.contains(key)) {
             return false;
         }
         let (_, newest) = self.generations.front_mut().expect("rotate leaves a generation");
@@ -94,7 +119,7 @@ impl DedupWindow {
     pub fn forget(&mut self, keys: impl Iterator<Item = u128>) {
         if let Some((_, newest)) = self.generations.front_mut() {
             for key in keys {
-                if newest.remove(&key) {
+                if newest.remove(key) {
                     self.entries -= 1;
                 }
             }
@@ -110,7 +135,7 @@ impl DedupWindow {
             // Size the new set like the last one so a busy window does not rehash its way up.
             let previous = self.generations.front().map_or(0, |(_, set)| set.len());
             let capacity = previous.max(GENERATION_CAPACITY_MIN).min(self.entries_max);
-            self.generations.push_front((now_ms, KeySet::with_capacity_and_hasher(capacity, Default::default())));
+            self.generations.push_front((now_ms, KeyTable::with_capacity(capacity)));
         }
         // A generation takes keys for `generation_ms` from its start, so once it is
         // `GENERATIONS * generation_ms` old each of its keys was held for the whole window.
@@ -128,9 +153,159 @@ impl DedupWindow {
     }
 }
 
+/// A set of 128-bit keys: open addressing with linear probing, load at most 7/10.
+///
+/// Keys are hashes already (random UUIDs folded with an app hash), but a client may send
+/// sequential ids, so the home slot comes from a multiplicative hash of both halves. Key 0
+/// marks an empty slot; the key 0 itself is kept in `has_zero`. Removal shifts the following
+/// cluster back (no tombstones).
+#[derive(Debug)]
+struct KeyTable {
+    slots: Vec<u128>,
+    /// log2 of `slots.len()`.
+    bits: u32,
+    len: usize,
+    has_zero: bool,
+}
+
+impl KeyTable {
+    fn with_capacity(keys: usize) -> KeyTable {
+        let slots = (keys.max(16) * 10 / 7).next_power_of_two();
+        KeyTable { slots: vec![0; slots], bits: slots.trailing_zeros(), len: 0, has_zero: false }
+    }
+
+    fn len(&self) -> usize {
+        self.len + usize::from(self.has_zero)
+    }
+
+    fn home(&self, key: u128) -> usize {
+        let folded = (key as u64) ^ ((key >> 64) as u64).rotate_left(32);
+        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    fn prefetch(&self, key: u128) {
+        crate::segment::prefetch(self.slots.as_ptr().wrapping_add(self.home(key)) as *const u8);
+    }
+
+    /// The slot holding `key`, or the empty slot that ends its probe sequence.
+    fn find(&self, key: u128) -> (usize, bool) {
+        let mut i = self.home(key);
+        loop {
+            match self.slots[i] {
+                0 => return (i, false),
+                k if k == key => return (i, true),
+                _ => i = (i + 1) & self.mask(),
+            }
+        }
+    }
+
+    fn contains(&self, key: u128) -> bool {
+        if key == 0 {
+            return self.has_zero;
+        }
+        self.find(key).1
+    }
+
+    /// Returns false when `key` was present.
+    fn insert(&mut self, key: u128) -> bool {
+        if key == 0 {
+            return !std::mem::replace(&mut self.has_zero, true);
+        }
+        let (i, found) = self.find(key);
+        if found {
+            return false;
+        }
+        self.slots[i] = key;
+        self.len += 1;
+        if self.len * 10 > self.slots.len() * 7 {
+            self.grow();
+        }
+        true
+    }
+
+    fn grow(&mut self) {
+        let doubled = vec![0; self.slots.len() * 2];
+        let old = std::mem::replace(&mut self.slots, doubled);
+        self.bits += 1;
+        for key in old.into_iter().filter(|&k| k != 0) {
+            let (i, _) = self.find(key);
+            self.slots[i] = key;
+        }
+    }
+
+    fn remove(&mut self, key: u128) -> bool {
+        if key == 0 {
+            return std::mem::replace(&mut self.has_zero, false);
+        }
+        let (mut hole, found) = self.find(key);
+        if !found {
+            return false;
+        }
+        // Backward-shift deletion: move later keys of the cluster into the hole when their
+        // home slot does not lie (cyclically) between the hole and their position.
+        let mut i = hole;
+        loop {
+            i = (i + 1) & self.mask();
+            let k = self.slots[i];
+            if k == 0 {
+                break;
+            }
+            let home = self.home(k);
+            let distance_home = i.wrapping_sub(home) & self.mask();
+            let distance_hole = i.wrapping_sub(hole) & self.mask();
+            if distance_home >= distance_hole {
+                self.slots[hole] = k;
+                hole = i;
+            }
+        }
+        self.slots[hole] = 0;
+        self.len -= 1;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_table_matches_a_model_through_growth_and_removal() {
+        let mut table = KeyTable::with_capacity(16);
+        let mut model = std::collections::HashSet::new();
+        let mut rng = 0x1234_5678_9abc_def0u64;
+        for step in 0..200_000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Small key space (with 0) so inserts, repeats and removals all happen often.
+            let key = u128::from(rng % 5000) << (step % 3 * 40);
+            if rng % 5 == 0 {
+                assert_eq!(table.remove(key), model.remove(&key), "remove {key}");
+            } else {
+                assert_eq!(table.insert(key), model.insert(key), "insert {key}");
+            }
+            assert_eq!(table.len(), model.len());
+        }
+        for key in &model {
+            assert!(table.contains(*key));
+        }
+    }
+
+    #[test]
+    fn insert_batch_equals_inserting_one_by_one() {
+        let keys: Vec<u128> = (0..10_000u128).map(|i| (i % 7919) * 0x1_0000_0001).collect();
+        let mut batch = DedupWindow::new(1000, 1_000_000);
+        let mut fresh = Vec::new();
+        batch.insert_batch(&keys, 5, |i| fresh.push(i));
+        let mut single = DedupWindow::new(1000, 1_000_000);
+        let expected: Vec<usize> = keys.iter().enumerate().filter(|(_, k)| single.insert(**k, 5)).map(|(i, _)| i).collect();
+        assert_eq!(fresh, expected);
+        assert_eq!(fresh.len(), 7919);
+    }
 
     #[test]
     fn duplicates_within_window_are_detected_and_expire_after() {

@@ -408,11 +408,9 @@ fn fire_waiters(inner: &Arc<Inner>, res: Result<Lsn, DbError>) {
 /// Drops rows whose (app_id, event_id) is in the window or repeats within the batch; the
 /// surviving rows' keys are now in the window.
 fn dedup_batch(window: &mut DedupWindow, batch: Batch, (app, id): (usize, usize), now_ms: u64) -> Batch {
-    let keep: Vec<u32> = column_keys(batch.column(app), batch.column(id))
-        .enumerate()
-        .filter(|&(_, key)| window.insert(key, now_ms))
-        .map(|(row, _)| row as u32)
-        .collect();
+    let keys: Vec<u128> = column_keys(batch.column(app), batch.column(id)).collect();
+    let mut keep: Vec<u32> = Vec::with_capacity(keys.len());
+    window.insert_batch(&keys, now_ms, |row| keep.push(row as u32));
     if keep.len() == batch.rows() {
         batch
     } else {

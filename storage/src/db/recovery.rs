@@ -187,9 +187,8 @@ fn rebuild_dedup(options: &DbOptions, state: &mut DbState) -> Result<(), DbError
             budget -= s.entry.rows;
             for block in 0..s.segment.block_count() {
                 let cols = s.segment.read_block(block, &[app, id])?;
-                for key in column_keys(&cols[0], &cols[1]) {
-                    state.dedup.insert(key, now);
-                }
+                let keys: Vec<u128> = column_keys(&cols[0], &cols[1]).collect();
+                state.dedup.insert_batch(&keys, now, |_| {});
             }
         }
     }
@@ -205,9 +204,8 @@ fn replay_record(state: &mut DbState, lsn: Lsn, payload: &[u8]) -> Result<(), St
     let batch = wal_record::decode_record_batch(&header, &table.schema)
         .map_err(|e| format!("wal record {lsn}: {e}"))?;
     if let Some((app, id)) = table.dedup_columns {
-        for key in column_keys(batch.column(app), batch.column(id)) {
-            state.dedup.insert(key, header.ingest_unix_ms);
-        }
+        let keys: Vec<u128> = column_keys(batch.column(app), batch.column(id)).collect();
+        state.dedup.insert_batch(&keys, header.ingest_unix_ms, |_| {});
     }
     table.active.push(MemBatch { lsn, ingest_unix_ms: header.ingest_unix_ms, batch: Arc::new(batch) });
     state.producers.record(header.producer_id, header.seq, lsn);

@@ -35,6 +35,7 @@ mod rows;
 mod writer;
 mod zone_map;
 
+pub(crate) use intern::prefetch;
 pub use reader::Segment;
 pub use writer::{write_segment, write_segment_sorting};
 pub use zone_map::ZoneMap;
