@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use lookback_bench::latency::LatencySummary;
 use lookback_bench::{EventGenerator, GeneratorConfig, RunPlan};
-use lookback_common::encode_batch;
+use lookback_common::encode_batch_compact;
 use lookback_common::schema::events::TABLE_NAME;
 use lookback_wire::ingest::client::{Ack, Producer, ProducerOptions};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,7 +180,7 @@ fn pregenerate(config: &IngestConfig, plan: &RunPlan) -> Vec<Encoded> {
                     let mut out = Vec::with_capacity(
                         batch.rows() * ENCODED_BYTES_PER_EVENT_ESTIMATE as usize,
                     );
-                    encode_batch(&batch, &mut out);
+                    encode_batch_compact(&batch, &mut out);
                     *slot = Some(Encoded {
                         bytes: Bytes::from(out),
                         rows: batch.rows() as u32,

@@ -7,30 +7,55 @@
 use crate::schema::{ColumnType, Schema};
 use std::fmt;
 
-/// UTF-8 strings stored Arrow-style: `offsets[i]..offsets[i + 1]` is row `i` in `data`.
-/// Invariant: `offsets.len() == rows + 1`, offsets non-decreasing, on char boundaries.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// UTF-8 strings stored Arrow-style: `offsets[i]..offsets[i + 1]` is entry `i` in `data`.
+/// Invariant: `offsets.len() == entries + 1`, offsets non-decreasing, on char boundaries.
+///
+/// Plain form (`codes` is `None`): entry `i` is row `i`. Dictionary form: the entries are
+/// distinct values and row `i` is entry `codes[i]` (every code below the entry count). Batches
+/// arrive from producers in dictionary form when a column repeats values (most do), so
+/// decoding, logging and flushing touch each distinct value of a batch once, not every row.
+#[derive(Debug, Clone, Default)]
 pub struct TextValues {
     pub offsets: Vec<u32>,
     pub data: Vec<u8>,
+    pub codes: Option<Vec<u32>>,
 }
+
+/// A text column becomes a dictionary when it has at most this share (in halves) of distinct
+/// values among its non-null rows: below that the codes cost more than the repeats save.
+const DICTIONARY_DISTINCT_HALVES_MAX: usize = 1;
 
 impl TextValues {
     pub fn with_capacity(rows: usize, bytes: usize) -> Self {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
-        TextValues { offsets, data: Vec::with_capacity(bytes) }
+        TextValues { offsets, data: Vec::with_capacity(bytes), codes: None }
     }
 
+    /// Rows.
     pub fn len(&self) -> usize {
-        self.offsets.len().saturating_sub(1)
+        match &self.codes {
+            Some(codes) => codes.len(),
+            None => self.entries(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Entries: rows in plain form, distinct values in dictionary form.
+    pub fn entries(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    pub fn entry_bytes(&self, e: usize) -> &[u8] {
+        &self.data[self.offsets[e] as usize..self.offsets[e + 1] as usize]
+    }
+
+    /// Appends a row (plain form only: builders build plain columns).
     pub fn push(&mut self, s: &str) {
+        assert!(self.codes.is_none(), "push onto a dictionary-form text column");
         if self.offsets.is_empty() {
             self.offsets.push(0);
         }
@@ -40,15 +65,58 @@ impl TextValues {
     }
 
     pub fn get(&self, i: usize) -> &str {
-        let (start, end) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
         // Invariant of the type: built from &str, or validated by the codec.
-        std::str::from_utf8(&self.data[start..end]).expect("text column holds valid UTF-8")
+        std::str::from_utf8(self.get_bytes(i)).expect("text column holds valid UTF-8")
     }
 
     pub fn get_bytes(&self, i: usize) -> &[u8] {
-        &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+        match &self.codes {
+            Some(codes) => self.entry_bytes(codes[i] as usize),
+            None => self.entry_bytes(i),
+        }
+    }
+
+    /// The dictionary form of a plain column (null rows, per `validity`, get code 0), when it
+    /// has few enough distinct values to pay; `None` otherwise or when already a dictionary.
+    pub fn to_dictionary(&self, validity: Option<&[bool]>) -> Option<TextValues> {
+        if self.codes.is_some() {
+            return None;
+        }
+        let rows = self.len();
+        let valid = |i: usize| validity.is_none_or(|v| v[i]);
+        let non_null = (0..rows).filter(|&i| valid(i)).count();
+        let mut ids: std::collections::HashMap<&[u8], u32, ahash::RandomState> = Default::default();
+        let mut dictionary = TextValues::with_capacity(0, 0);
+        let mut codes = Vec::with_capacity(rows);
+        for i in 0..rows {
+            if !valid(i) {
+                codes.push(0);
+                continue;
+            }
+            let value = self.get_bytes(i);
+            let next = ids.len() as u32;
+            let code = *ids.entry(value).or_insert_with(|| {
+                dictionary.data.extend_from_slice(value);
+                dictionary.offsets.push(dictionary.data.len() as u32);
+                next
+            });
+            if ids.len() * 2 > non_null * DICTIONARY_DISTINCT_HALVES_MAX {
+                return None;
+            }
+            codes.push(code);
+        }
+        (non_null > 0).then_some(TextValues { codes: Some(codes), ..dictionary })
     }
 }
+
+impl PartialEq for TextValues {
+    /// Equal rows, whatever the form.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && (0..self.len()).all(|i| self.get_bytes(i) == other.get_bytes(i))
+    }
+}
+
+impl Eq for TextValues {}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ColumnValues {
@@ -103,7 +171,7 @@ impl ColumnValues {
             ColumnValues::Bool(v) => v.len(),
             ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => v.len() * 8,
             ColumnValues::Float64(v) => v.len() * 8,
-            ColumnValues::Text(v) => v.offsets.len() * 4 + v.data.len(),
+            ColumnValues::Text(v) => v.offsets.len() * 4 + v.data.len() + v.codes.as_ref().map_or(0, |c| c.len() * 4),
             ColumnValues::Uuid(v) => v.len() * 16,
         }
     }
@@ -339,10 +407,14 @@ fn take_values(src: &ColumnValues, indices: &[u32]) -> ColumnValues {
         ColumnValues::Timestamp(v) => ColumnValues::Timestamp(gather(v, indices)),
         ColumnValues::Float64(v) => ColumnValues::Float64(gather(v, indices)),
         ColumnValues::Uuid(v) => ColumnValues::Uuid(gather(v, indices)),
+        ColumnValues::Text(TextValues { offsets, data, codes: Some(codes) }) => ColumnValues::Text(TextValues {
+            offsets: offsets.clone(),
+            data: data.clone(),
+            codes: Some(gather(codes, indices)),
+        }),
         ColumnValues::Text(t) => {
-            let bytes: usize = indices.iter().map(|&i| (t.offsets[i as usize + 1] - t.offsets[i as usize]) as usize).sum();
-            let mut out = TextValues { offsets: Vec::with_capacity(indices.len() + 1), data: Vec::with_capacity(bytes) };
-            out.offsets.push(0);
+            let bytes: usize = indices.iter().map(|&i| t.get_bytes(i as usize).len()).sum();
+            let mut out = TextValues::with_capacity(indices.len(), bytes);
             for &i in indices {
                 out.data.extend_from_slice(t.get_bytes(i as usize));
                 out.offsets.push(out.data.len() as u32);
@@ -359,10 +431,23 @@ fn append_values(dst: &mut ColumnValues, src: &ColumnValues) {
         (ColumnValues::Timestamp(d), ColumnValues::Timestamp(s)) => d.extend_from_slice(s),
         (ColumnValues::Float64(d), ColumnValues::Float64(s)) => d.extend_from_slice(s),
         (ColumnValues::Uuid(d), ColumnValues::Uuid(s)) => d.extend_from_slice(s),
-        (ColumnValues::Text(d), ColumnValues::Text(s)) => {
+        (ColumnValues::Text(d), ColumnValues::Text(s)) if d.codes.is_none() && s.codes.is_none() => {
             let base = d.data.len() as u32;
             d.data.extend_from_slice(&s.data);
             d.offsets.extend(s.offsets[1..].iter().map(|o| o + base));
+        }
+        (ColumnValues::Text(d), ColumnValues::Text(s)) => {
+            // A dictionary on either side: the result is plain.
+            let mut plain = TextValues::with_capacity(d.len() + s.len(), 0);
+            for i in 0..d.len() {
+                plain.data.extend_from_slice(d.get_bytes(i));
+                plain.offsets.push(plain.data.len() as u32);
+            }
+            for i in 0..s.len() {
+                plain.data.extend_from_slice(s.get_bytes(i));
+                plain.offsets.push(plain.data.len() as u32);
+            }
+            *d = plain;
         }
         (d, s) => panic!("column type mismatch: {:?} vs {:?}", d.column_type(), s.column_type()),
     }

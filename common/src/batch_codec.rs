@@ -14,8 +14,14 @@
 //!     int64, timestamp:  rows × i64
 //!     float64:           rows × f64 (IEEE 754 bits)
 //!     uuid:              rows × 16 bytes
-//!     text:              rows × u32 end offsets, then end_offset[rows-1] bytes of UTF-8
+//!     text, encoding 0:  rows × u32 end offsets, then end_offset[rows-1] bytes of UTF-8
+//!     text, encoding 1/2 (dictionary): u32 entries, entries × u32 end offsets, the entries'
+//!                        UTF-8 bytes, then rows × code (u16 for encoding 1, u32 for 2); every
+//!                        code (null rows' too) is below `entries`, and entries >= 1 when rows > 0
 //! ```
+//!
+//! [`encode_batch`] writes each column in the form it is held in; [`encode_batch_compact`]
+//! (what producers send) turns repetitive text columns into dictionaries first.
 //!
 //! Decoding is defensive: every length is bounded by [`DecodeLimits`] and by the bytes actually
 //! present, text must be UTF-8 with offsets on character boundaries, and the batch must match
@@ -28,6 +34,8 @@ use thiserror::Error;
 
 const FLAG_VALIDITY: u8 = 1;
 const ENCODING_PLAIN: u8 = 0;
+const ENCODING_DICTIONARY_U16: u8 = 1;
+const ENCODING_DICTIONARY_U32: u8 = 2;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum CodecError {
@@ -70,10 +78,35 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
     }
 }
 
+/// [`encode_batch`], with every plain text column that repeats enough values written as a
+/// dictionary (the form producers should send: smaller on the wire and in the WAL, and the
+/// server decodes and flushes each distinct value once).
+pub fn encode_batch_compact(batch: &Batch, out: &mut Vec<u8>) {
+    let rows = u32::try_from(batch.rows()).expect("batch rows exceed u32::MAX");
+    out.extend_from_slice(&rows.to_le_bytes());
+    out.extend_from_slice(&(batch.columns().len() as u16).to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    for col in batch.columns() {
+        let dictionary = match &col.values {
+            ColumnValues::Text(t) => t.to_dictionary(col.validity.as_deref()),
+            _ => None,
+        };
+        match dictionary {
+            Some(d) => encode_column(&Column::new(ColumnValues::Text(d), col.validity.clone()), out),
+            None => encode_column(col, out),
+        }
+    }
+}
+
 fn encode_column(col: &Column, out: &mut Vec<u8>) {
     out.push(col.values.column_type().code());
     out.push(if col.validity.is_some() { FLAG_VALIDITY } else { 0 });
-    out.push(ENCODING_PLAIN);
+    let encoding = match &col.values {
+        ColumnValues::Text(t) if t.codes.is_some() && t.entries() <= 1 << 16 => ENCODING_DICTIONARY_U16,
+        ColumnValues::Text(t) if t.codes.is_some() => ENCODING_DICTIONARY_U32,
+        _ => ENCODING_PLAIN,
+    };
+    out.push(encoding);
     out.push(0);
     if let Some(v) = &col.validity {
         put_bitmap(v, out);
@@ -93,9 +126,19 @@ fn encode_column(col: &Column, out: &mut Vec<u8>) {
             v.iter().for_each(|x| out.extend_from_slice(x));
         }
         ColumnValues::Text(t) => {
-            out.reserve(t.len() * 4 + t.data.len());
+            if t.codes.is_some() {
+                out.extend_from_slice(&(t.entries() as u32).to_le_bytes());
+            }
+            out.reserve(t.entries() * 4 + t.data.len());
             t.offsets[1..].iter().for_each(|o| out.extend_from_slice(&o.to_le_bytes()));
             out.extend_from_slice(&t.data);
+            match (&t.codes, encoding) {
+                (Some(codes), ENCODING_DICTIONARY_U16) => {
+                    codes.iter().for_each(|&c| out.extend_from_slice(&(c as u16).to_le_bytes()))
+                }
+                (Some(codes), _) => codes.iter().for_each(|c| out.extend_from_slice(&c.to_le_bytes())),
+                (None, _) => {}
+            }
         }
     }
 }
@@ -173,8 +216,12 @@ fn decode_column(
             ty.name()
         )));
     }
-    if flags & !FLAG_VALIDITY != 0 || encoding != ENCODING_PLAIN {
-        return Err(CodecError::Malformed(format!("unknown flags {flags:#x} or encoding {encoding}")));
+    let dictionary = ty == ColumnType::Text && matches!(encoding, ENCODING_DICTIONARY_U16 | ENCODING_DICTIONARY_U32);
+    if flags & !FLAG_VALIDITY != 0 || (encoding != ENCODING_PLAIN && !dictionary) {
+        return Err(CodecError::Malformed(format!(
+            "unknown flags {flags:#x} or encoding {encoding} for a {} column",
+            ty.name()
+        )));
     }
     let validity = if flags & FLAG_VALIDITY != 0 {
         Some(get_bitmap(r.bytes(rows.div_ceil(8))?, rows))
@@ -194,6 +241,7 @@ fn decode_column(
                 .map(|c| <[u8; 16]>::try_from(c).expect("chunks_exact yields 16 bytes"))
                 .collect(),
         ),
+        ColumnType::Text if dictionary => ColumnValues::Text(decode_dictionary(r, rows, encoding, limits)?),
         ColumnType::Text => ColumnValues::Text(decode_text(r, rows, limits)?),
     };
     Ok(Column::new(values, validity.filter(|v| v.iter().any(|b| !b))))
@@ -209,6 +257,37 @@ fn get_i64s(r: &mut ByteReader<'_>, rows: usize) -> Result<Vec<i64>, CodecError>
         .chunks_exact(8)
         .map(|c| i64::from_le_bytes(c.try_into().expect("chunks_exact yields 8 bytes")))
         .collect())
+}
+
+/// A dictionary-encoded text column: its entries (validated like a plain column of that many
+/// rows), then one code per row.
+fn decode_dictionary(
+    r: &mut ByteReader<'_>,
+    rows: usize,
+    encoding: u8,
+    limits: &DecodeLimits,
+) -> Result<TextValues, CodecError> {
+    let entries = r.u32()? as usize;
+    if entries > rows || (entries == 0 && rows > 0) {
+        return Err(CodecError::Malformed(format!("dictionary of {entries} entries for {rows} rows")));
+    }
+    let mut text = decode_text(r, entries, limits)?;
+    let codes: Vec<u32> = if encoding == ENCODING_DICTIONARY_U16 {
+        r.bytes(checked_len(rows, 2)?)?
+            .chunks_exact(2)
+            .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
+            .collect()
+    } else {
+        r.bytes(checked_len(rows, 4)?)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("chunks_exact yields 4 bytes")))
+            .collect()
+    };
+    if let Some(bad) = codes.iter().find(|&&c| c as usize >= entries) {
+        return Err(CodecError::Malformed(format!("dictionary code {bad} out of {entries} entries")));
+    }
+    text.codes = Some(codes);
+    Ok(text)
 }
 
 fn decode_text(r: &mut ByteReader<'_>, rows: usize, limits: &DecodeLimits) -> Result<TextValues, CodecError> {
@@ -237,7 +316,7 @@ fn decode_text(r: &mut ByteReader<'_>, rows: usize, limits: &DecodeLimits) -> Re
     if let Some(bad) = offsets.iter().find(|&&o| !text.is_char_boundary(o as usize)) {
         return Err(CodecError::Malformed(format!("text offset {bad} splits a UTF-8 character")));
     }
-    Ok(TextValues { offsets, data: data.to_vec() })
+    Ok(TextValues { offsets, data: data.to_vec(), codes: None })
 }
 
 #[cfg(test)]

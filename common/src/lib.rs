@@ -13,7 +13,7 @@ pub mod faults;
 pub mod schema;
 
 pub use batch::{Batch, BatchBuilder, Column, ColumnValues, TextValues, Value};
-pub use batch_codec::{decode_batch, encode_batch, CodecError, DecodeLimits};
+pub use batch_codec::{decode_batch, encode_batch, encode_batch_compact, CodecError, DecodeLimits};
 pub use bytes::{ByteReader, ReadError};
 pub use faults::{FaultAction, FaultOp, FaultRule, Faults};
 pub use schema::{ColumnDef, ColumnType, Schema, SchemaError};

@@ -78,7 +78,7 @@ const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 30_000;
 
 fn main() -> Result<()> {
     // SAFETY: sets a process-wide allocator option before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS) };
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, std::env::var("LBPURGE").ok().and_then(|s| s.parse().ok()).unwrap_or(ALLOCATOR_PURGE_DELAY_MS)) };
     if std::env::var_os("LOOKBACK_THP").is_none() {
         // SAFETY: prctl with integer arguments only. Transparent huge pages make every first
         // touch of allocator memory clear 2 MiB at once; measured here it cost more CPU than

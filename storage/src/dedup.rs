@@ -28,22 +28,39 @@ const GENERATION_CAPACITY_MIN: usize = 1 << 20;
 const PREFETCH_KEYS: usize = 16;
 
 pub fn dedup_key(app_id: &[u8], event_id: &[u8; 16]) -> u128 {
+    fold_key(app_hash(app_id), event_id)
+}
+
+fn app_hash(app_id: &[u8]) -> u128 {
     // A fixed-key hasher: keys need not be stable across builds (the window is rebuilt from
     // data at start-up), only within one process.
     let mut h = AHasher::default();
     h.write(app_id);
-    let app = h.finish() as u128;
+    h.finish() as u128
+}
+
+fn fold_key(app: u128, event_id: &[u8; 16]) -> u128 {
     u128::from_le_bytes(*event_id) ^ (app << 64) ^ app
 }
 
 /// The dedup keys of rows `(apps[i], ids[i])`: an app_id text column and an event_id uuid
-/// column of one batch or block. Panics on other column types (the table's dedup columns are
-/// chosen by type).
+/// column of one batch or block (an app_id dictionary is hashed once per entry). Panics on
+/// other column types (the table's dedup columns are chosen by type).
 pub fn column_keys<'a>(apps: &'a Column, ids: &'a Column) -> impl Iterator<Item = u128> + 'a {
     let (ColumnValues::Text(apps), ColumnValues::Uuid(ids)) = (&apps.values, &ids.values) else {
         panic!("dedup columns must be text and uuid");
     };
-    ids.iter().enumerate().map(move |(row, id)| dedup_key(apps.get_bytes(row), id))
+    let entry_hashes: Vec<u128> = match &apps.codes {
+        Some(_) => (0..apps.entries()).map(|e| app_hash(apps.entry_bytes(e))).collect(),
+        None => Vec::new(),
+    };
+    ids.iter().enumerate().map(move |(row, id)| {
+        let app = match &apps.codes {
+            Some(codes) => entry_hashes[codes[row] as usize],
+            None => app_hash(apps.get_bytes(row)),
+        };
+        fold_key(app, id)
+    })
 }
 
 #[derive(Debug)]
@@ -171,7 +188,9 @@ struct KeyTable {
 impl KeyTable {
     fn with_capacity(keys: usize) -> KeyTable {
         let slots = (keys.max(16) * 10 / 7).next_power_of_two();
-        KeyTable { slots: vec![0; slots], bits: slots.trailing_zeros(), len: 0, has_zero: false }
+        let mut table = vec![0; slots];
+        crate::memory::populate(&mut table);
+        KeyTable { slots: table, bits: slots.trailing_zeros(), len: 0, has_zero: false }
     }
 
     fn len(&self) -> usize {
@@ -228,7 +247,8 @@ impl KeyTable {
     }
 
     fn grow(&mut self) {
-        let doubled = vec![0; self.slots.len() * 2];
+        let mut doubled = vec![0; self.slots.len() * 2];
+        crate::memory::populate(&mut doubled);
         let old = std::mem::replace(&mut self.slots, doubled);
         self.bits += 1;
         for key in old.into_iter().filter(|&k| k != 0) {

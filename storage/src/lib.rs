@@ -14,6 +14,7 @@ pub mod dedup;
 pub mod error;
 pub mod fsutil;
 pub mod manifest;
+mod memory;
 pub mod memtable;
 pub mod producers;
 pub mod segment;

@@ -167,6 +167,7 @@ fn expand(values: ColumnValues, validity: Option<&[bool]>) -> ColumnValues {
 
 /// Null rows are empty strings, so the bytes stay; only offsets repeat at null rows.
 fn spread_text(dense: TextValues, validity: &[bool]) -> TextValues {
+    assert!(dense.codes.is_none(), "segment blocks decode to plain text");
     let mut offsets = Vec::with_capacity(validity.len() + 1);
     offsets.push(0);
     let mut next = dense.offsets.iter().skip(1);
@@ -177,7 +178,7 @@ fn spread_text(dense: TextValues, validity: &[bool]) -> TextValues {
         }
         offsets.push(last);
     }
-    TextValues { offsets, data: dense.data }
+    TextValues { offsets, data: dense.data, codes: None }
 }
 
 /// Appends `bits` packed LSB first.

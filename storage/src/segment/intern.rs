@@ -102,7 +102,9 @@ impl<'a> Interner<'a> {
 
     fn grow(&mut self) {
         let capacity = self.slots.len() * 2;
-        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); capacity]);
+        let mut doubled = vec![Slot::default(); capacity];
+        crate::memory::populate(&mut doubled);
+        let old = std::mem::replace(&mut self.slots, doubled);
         self.mask = capacity - 1;
         for slot in old.into_iter().filter(|s| s.hash != 0) {
             let mut i = slot.hash as usize & self.mask;

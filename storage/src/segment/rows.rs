@@ -168,6 +168,9 @@ fn gather<'a>(columns: &[&'a Column], kept: &[(u32, u32)]) -> DenseValues<'a> {
 
 /// Ranks text column `c` over all rows of `parts`, in input order; `None` for other column
 /// types, or when `probe` finds the column too distinct for a dictionary.
+///
+/// A part in dictionary form is interned entry by entry (each distinct value of the batch
+/// once), its rows then take their entry's id; a plain part is interned row by row.
 fn rank_in_order<'a>(parts: &[&'a Batch], c: usize, probe: bool) -> Option<Ranking<'a>> {
     let columns: Vec<(&'a Column, &'a TextValues)> = parts
         .iter()
@@ -180,24 +183,56 @@ fn rank_in_order<'a>(parts: &[&'a Batch], c: usize, probe: bool) -> Option<Ranki
         })
         .collect::<Option<_>>()?;
     let rows: usize = parts.iter().map(|p| p.rows()).sum();
-    let values = columns.iter().flat_map(|&(column, text)| {
-        (0..text.len()).map(move |r| (!column.is_null(r)).then(|| text.get_bytes(r)))
-    });
     let mut interner = Interner::new();
     let mut ids: Vec<u32> = Vec::with_capacity(rows);
     let mut non_null = 0usize;
-    let give_up = |seen: usize, interner: &Interner<'_>| {
-        non_null = seen;
-        probe && seen == PROBE_VALUES && interner.len() * 10 > seen * PROBE_DISTINCT_TENTHS_MAX
-    };
-    if !interner.intern_all(values, NULL_RANK, |id| ids.push(id), give_up) {
-        return None;
+    let mut probed = !probe;
+    let mut entry_ids: Vec<u32> = Vec::new();
+    for &(column, text) in &columns {
+        match &text.codes {
+            Some(codes) => {
+                entry_ids.clear();
+                let entries = (0..text.entries()).map(|e| Some(text.entry_bytes(e)));
+                interner.intern_all(entries, NULL_RANK, |id| entry_ids.push(id), |_, _| false);
+                for (r, &code) in codes.iter().enumerate() {
+                    if column.is_null(r) {
+                        ids.push(NULL_RANK);
+                    } else {
+                        ids.push(entry_ids[code as usize]);
+                        non_null += 1;
+                    }
+                }
+            }
+            None => {
+                let values = (0..text.len()).map(|r| (!column.is_null(r)).then(|| text.get_bytes(r)));
+                let base = non_null;
+                // A large plain part (a decoded segment) is probed in its middle.
+                let give_up = |seen: usize, interner: &Interner<'_>| {
+                    !probed && base + seen == PROBE_VALUES && too_distinct(interner.len(), PROBE_VALUES)
+                };
+                if !interner.intern_all(values, NULL_RANK, |id| ids.push(id), give_up) {
+                    return None;
+                }
+                non_null += column.validity.as_ref().map_or(text.len(), |v| v.iter().filter(|ok| **ok).count());
+            }
+        }
+        // The probe looks at whole parts: after the first PROBE_VALUES non-null values.
+        if !probed && non_null >= PROBE_VALUES {
+            probed = true;
+            if too_distinct(interner.len(), non_null) {
+                return None;
+            }
+        }
     }
     let (entries, rank) = interner.into_sorted();
     for id in ids.iter_mut().filter(|id| **id != NULL_RANK) {
         *id = rank[*id as usize];
     }
     Some(Ranking { entries, ranks: ids, non_null })
+}
+
+fn too_distinct(distinct: usize, non_null: usize) -> bool {
+    distinct * 10 > non_null * PROBE_DISTINCT_TENTHS_MAX
 }
 
 /// Input row numbers in segment order.

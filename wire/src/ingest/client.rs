@@ -21,7 +21,7 @@ use crate::ingest::frame::{
     ACK_FLAG_DUPLICATE_BATCH, PROTOCOL_VERSION, SERVER_BODY_BYTES_MAX, TABLE_NAME_BYTES_MAX,
 };
 use bytes::Bytes;
-use lookback_common::{encode_batch, Batch, Lsn};
+use lookback_common::{encode_batch_compact, Batch, Lsn};
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
@@ -201,13 +201,14 @@ impl Producer {
         let mut out = Vec::new();
         let start = frame::begin_frame(&mut out);
         frame::put_batch_prefix(&mut out, seq, table);
-        encode_batch(batch, &mut out);
+        encode_batch_compact(batch, &mut out);
         self.check_frame(out.len() - start)?;
         frame::finish_frame(&mut out, start);
         self.submit(seq, Bytes::from(out)).await
     }
 
-    /// Like [`Producer::send`] for a batch already encoded by `encode_batch` with `rows` rows.
+    /// Like [`Producer::send`] for a batch already encoded (by `encode_batch_compact` or
+    /// `encode_batch`) with `rows` rows.
     pub async fn send_encoded(
         &mut self,
         table: &str,
