@@ -179,10 +179,26 @@ impl ColumnValues {
 }
 
 /// One column: values plus optional validity (`true` = not null). `None` means no nulls.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Column {
     pub values: ColumnValues,
     pub validity: Option<Vec<bool>>,
+}
+
+impl PartialEq for Column {
+    /// Same validity and same values in non-null rows (a null row's text slot is empty in
+    /// plain form but any entry in dictionary form).
+    fn eq(&self, other: &Self) -> bool {
+        if self.validity != other.validity {
+            return false;
+        }
+        match (&self.values, &other.values) {
+            (ColumnValues::Text(a), ColumnValues::Text(b)) => {
+                a.len() == b.len() && (0..a.len()).all(|i| self.is_null(i) || a.get_bytes(i) == b.get_bytes(i))
+            }
+            (a, b) => a == b,
+        }
+    }
 }
 
 impl Column {

@@ -390,7 +390,95 @@ mod tests {
         ));
     }
 
+    /// A one-text-column batch of `values` (None = null).
+    fn text_batch(values: &[Option<&str>]) -> (Schema, Batch) {
+        let schema = Schema::new("t", vec![crate::schema::ColumnDef::new("s", ColumnType::Text, true)], vec![], vec![])
+            .unwrap();
+        let mut b = BatchBuilder::new(&schema, values.len());
+        for v in values {
+            b.push_row(&[v.map_or(Value::Null, |s| Value::Text(s.into()))]).unwrap();
+        }
+        (schema.clone(), b.finish().unwrap())
+    }
+
+    #[test]
+    fn compact_encoding_uses_dictionaries_and_roundtrips() {
+        let values: Vec<Option<&str>> =
+            (0..1000).map(|i| if i % 7 == 0 { None } else { Some(["ios", "android", "wéb"][i % 3]) }).collect();
+        let (schema, batch) = text_batch(&values);
+        let (mut plain, mut compact) = (Vec::new(), Vec::new());
+        encode_batch(&batch, &mut plain);
+        encode_batch_compact(&batch, &mut compact);
+        assert!(compact.len() * 2 < plain.len(), "{} vs {}", compact.len(), plain.len());
+        let back = decode_batch(&compact, &schema, &DecodeLimits::default()).unwrap();
+        assert_eq!(back, batch);
+        let ColumnValues::Text(t) = &back.column(0).values else { panic!("text") };
+        assert_eq!(t.entries(), 3, "null rows add no entry");
+        // The WAL re-encodes the received form: the dictionary survives.
+        let mut again = Vec::new();
+        encode_batch(&back, &mut again);
+        assert_eq!(again, compact);
+        // Near-unique columns stay plain.
+        let unique: Vec<String> = (0..100).map(|i| format!("id-{i}")).collect();
+        let (_, batch) = text_batch(&unique.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>());
+        let ColumnValues::Text(t) = &batch.column(0).values else { panic!("text") };
+        assert!(t.to_dictionary(None).is_none());
+    }
+
+    #[test]
+    fn wide_dictionaries_use_u32_codes() {
+        let owned: Vec<String> = (0..140_000).map(|i| format!("{}", i % 70_000)).collect();
+        let (schema, batch) = text_batch(&owned.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>());
+        let mut buf = Vec::new();
+        encode_batch_compact(&batch, &mut buf);
+        assert_eq!(buf[10], ENCODING_DICTIONARY_U32);
+        assert_eq!(decode_batch(&buf, &schema, &DecodeLimits::default()).unwrap(), batch);
+    }
+
+    #[test]
+    fn malformed_dictionaries_are_errors() {
+        let (schema, batch) = text_batch(&[Some("a"), Some("b"), Some("a"), Some("a")]);
+        let mut good = Vec::new();
+        encode_batch_compact(&batch, &mut good);
+        assert_eq!(good[10], ENCODING_DICTIONARY_U16);
+        let limits = DecodeLimits::default();
+        // Layout: 8-byte batch header, 4-byte column header, u32 entries (2), 2 end offsets,
+        // "ab", then 4 u16 codes.
+        let entries_at = 12;
+        let codes_at = entries_at + 4 + 8 + 2;
+        assert_eq!(good.len(), codes_at + 8);
+        let mut bad = good.clone();
+        bad[codes_at + 2] = 2; // code 2 of 2 entries
+        assert!(matches!(decode_batch(&bad, &schema, &limits), Err(CodecError::Malformed(m)) if m.contains("code 2")));
+        let mut bad = good.clone();
+        bad[entries_at] = 5; // more entries than rows
+        assert!(matches!(decode_batch(&bad, &schema, &limits), Err(CodecError::Malformed(_))));
+        let mut bad = good.clone();
+        bad[entries_at] = 0; // no entries for 4 rows
+        assert!(matches!(decode_batch(&bad, &schema, &limits), Err(CodecError::Malformed(_))));
+        let mut bad = good.clone();
+        bad[10] = 3; // unknown encoding
+        assert!(matches!(decode_batch(&bad, &schema, &limits), Err(CodecError::Malformed(m)) if m.contains("encoding 3")));
+        let mut bad = good.clone();
+        bad[entries_at + 4 + 8] = 0xff; // entry bytes not UTF-8
+        assert!(matches!(decode_batch(&bad, &schema, &limits), Err(CodecError::Malformed(_))));
+        for len in 0..good.len() {
+            assert!(decode_batch(&good[..len], &schema, &limits).is_err(), "truncated at {len}");
+        }
+        let tight = DecodeLimits { rows_max: 10, text_value_bytes_max: 0 };
+        assert!(matches!(decode_batch(&good, &schema, &tight), Err(CodecError::ValueTooLarge(_))));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn compact_roundtrips_random_text(values in proptest::collection::vec(
+            proptest::option::of(proptest::sample::select(vec!["", "a", "bb", "é", "long value"])), 0..300)) {
+            let (schema, batch) = text_batch(&values);
+            let mut buf = Vec::new();
+            encode_batch_compact(&batch, &mut buf);
+            proptest::prop_assert_eq!(decode_batch(&buf, &schema, &DecodeLimits::default()).unwrap(), batch);
+        }
+
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
             let _ = decode_batch(&bytes, &Schema::events(), &DecodeLimits::default());

@@ -137,6 +137,32 @@ fn split(rng: &mut SmallRng, schema: &Schema, batch: &Batch) -> Vec<Batch> {
     cuts.windows(2).map(|w| batch.take(&(w[0] as u32..w[1] as u32).collect::<Vec<u32>>())).inspect(|b| assert_eq!(b.columns().len(), schema.len())).collect()
 }
 
+/// `parts` with every text column that repeats enough in dictionary form, as batches arrive
+/// from producers (`encode_batch_compact`); every other part when `alternate`.
+fn dictionary_parts(schema: &Schema, parts: &[Batch], alternate: bool) -> Vec<Batch> {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            if alternate && i % 2 == 1 {
+                return part.clone();
+            }
+            let columns = part
+                .columns()
+                .iter()
+                .map(|c| match &c.values {
+                    ColumnValues::Text(t) => match t.to_dictionary(c.validity.as_deref()) {
+                        Some(d) => lookback_common::Column::new(ColumnValues::Text(d), c.validity.clone()),
+                        None => c.clone(),
+                    },
+                    _ => c.clone(),
+                })
+                .collect();
+            Batch::try_new(schema, columns).expect("same schema")
+        })
+        .collect()
+}
+
 /// Writes unsorted `parts` with `write_segment_sorting`; the segment must equal the stable
 /// sort of their concatenation, block by block, with the same zone maps and bitmaps.
 fn check_sorting_write(schema: &Schema, parts: &[Batch], options: &SegmentWriteOptions) {
@@ -163,6 +189,8 @@ proptest! {
         let parts = split(&mut rng, &schema, &batch);
         let options = SegmentWriteOptions { block_rows, zstd_level: 1, ..SegmentWriteOptions::default() };
         check_sorting_write(&schema, &parts, &options);
+        // The same rows arriving as dictionaries (in some parts or all) write the same segment.
+        check_sorting_write(&schema, &dictionary_parts(&schema, &parts, seed % 2 == 0), &options);
     }
 }
 
@@ -186,6 +214,14 @@ fn segment_unsorted_events_with_unique_text_roundtrip() {
     }
     let options = SegmentWriteOptions { block_rows: 7_000, ..SegmentWriteOptions::default() };
     check_sorting_write(&schema, &parts, &options);
+    let dictionaries = dictionary_parts(&schema, &parts, true);
+    let dictionary_columns = dictionaries[0]
+        .columns()
+        .iter()
+        .filter(|c| matches!(&c.values, ColumnValues::Text(t) if t.codes.is_some()))
+        .count();
+    assert!(dictionary_columns >= 5, "only {dictionary_columns} dictionary columns");
+    check_sorting_write(&schema, &dictionaries, &options);
 }
 
 #[test]
