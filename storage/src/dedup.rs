@@ -170,31 +170,131 @@ impl DedupWindow {
     }
 }
 
-/// A set of 128-bit keys: open addressing with linear probing, load at most 7/10.
+/// A set of 128-bit keys that grows without pausing: open addressing with linear probing,
+/// load at most 7/10; on growth the old slots are moved to the doubled table a few per insert
+/// ([`MIGRATE_SLOTS_PER_INSERT`]) while lookups consult both, so no admission waits for a
+/// rehash of millions of keys (which took up to a second and was the ack latency p99).
 ///
 /// Keys are hashes already (random UUIDs folded with an app hash), but a client may send
 /// sequential ids, so the home slot comes from a multiplicative hash of both halves. Key 0
-/// marks an empty slot; the key 0 itself is kept in `has_zero`. Removal shifts the following
-/// cluster back (no tombstones).
+/// marks an empty slot; the key 0 itself is kept in `has_zero`.
 #[derive(Debug)]
 struct KeyTable {
-    slots: Vec<u128>,
-    /// log2 of `slots.len()`.
-    bits: u32,
+    current: Slots,
+    /// The table being migrated into `current`, and the next slot to move.
+    previous: Option<(Slots, usize)>,
+    /// Distinct non-zero keys (in either table).
     len: usize,
     has_zero: bool,
 }
 
+/// Old slots moved per insert while migrating: the doubled table reaches its own growth point
+/// after 0.7 × old-capacity inserts, by which time 2 × that many slots were moved.
+const MIGRATE_SLOTS_PER_INSERT: usize = 2;
+
 impl KeyTable {
     fn with_capacity(keys: usize) -> KeyTable {
-        let slots = (keys.max(16) * 10 / 7).next_power_of_two();
-        let mut table = vec![0; slots];
-        crate::memory::populate(&mut table);
-        KeyTable { slots: table, bits: slots.trailing_zeros(), len: 0, has_zero: false }
+        KeyTable { current: Slots::new((keys.max(16) * 10 / 7).next_power_of_two()), previous: None, len: 0, has_zero: false }
     }
 
     fn len(&self) -> usize {
         self.len + usize::from(self.has_zero)
+    }
+
+    fn prefetch(&self, key: u128) {
+        self.current.prefetch(key);
+        if let Some((previous, _)) = &self.previous {
+            previous.prefetch(key);
+        }
+    }
+
+    fn contains(&self, key: u128) -> bool {
+        if key == 0 {
+            return self.has_zero;
+        }
+        self.current.find(key).1 || self.previous.as_ref().is_some_and(|(p, _)| p.find(key).1)
+    }
+
+    /// Returns false when `key` was present.
+    fn insert(&mut self, key: u128) -> bool {
+        if key == 0 {
+            return !std::mem::replace(&mut self.has_zero, true);
+        }
+        self.migrate(MIGRATE_SLOTS_PER_INSERT);
+        if self.previous.as_ref().is_some_and(|(p, _)| p.find(key).1) {
+            return false;
+        }
+        let (i, found) = self.current.find(key);
+        if found {
+            return false;
+        }
+        self.current.slots[i] = key;
+        self.current.used += 1;
+        self.len += 1;
+        if self.current.used * 10 > self.current.slots.len() * 7 {
+            self.grow();
+        }
+        true
+    }
+
+    fn grow(&mut self) {
+        self.migrate(usize::MAX);
+        let doubled = Slots::new(self.current.slots.len() * 2);
+        self.previous = Some((std::mem::replace(&mut self.current, doubled), 0));
+    }
+
+    /// Moves up to `slots` old slots into `current`; drops the old table when done. A moved
+    /// key stays in the old table too (lookups see it in either; removal clears both).
+    fn migrate(&mut self, slots: usize) {
+        let Some((previous, cursor)) = &mut self.previous else { return };
+        let end = cursor.saturating_add(slots).min(previous.slots.len());
+        for i in *cursor..end {
+            let key = previous.slots[i];
+            if key != 0 {
+                let (at, found) = self.current.find(key);
+                if !found {
+                    self.current.slots[at] = key;
+                    self.current.used += 1;
+                }
+            }
+        }
+        *cursor = end;
+        if end == previous.slots.len() {
+            self.previous = None;
+        }
+    }
+
+    fn remove(&mut self, key: u128) -> bool {
+        if key == 0 {
+            return std::mem::replace(&mut self.has_zero, false);
+        }
+        let in_current = self.current.remove(key);
+        let in_previous = self.previous.as_mut().is_some_and(|(p, _)| p.remove(key));
+        let removed = in_current || in_previous;
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+}
+
+/// One open-addressing table of non-zero keys (0 = empty slot); removal shifts the following
+/// cluster back (no tombstones).
+#[derive(Debug)]
+struct Slots {
+    slots: Vec<u128>,
+    /// log2 of `slots.len()`.
+    bits: u32,
+    /// Occupied slots.
+    used: usize,
+}
+
+impl Slots {
+    fn new(slots: usize) -> Slots {
+        assert!(slots.is_power_of_two());
+        let mut table = vec![0; slots];
+        crate::memory::populate(&mut table);
+        Slots { slots: table, bits: slots.trailing_zeros(), used: 0 }
     }
 
     fn home(&self, key: u128) -> usize {
@@ -222,45 +322,7 @@ impl KeyTable {
         }
     }
 
-    fn contains(&self, key: u128) -> bool {
-        if key == 0 {
-            return self.has_zero;
-        }
-        self.find(key).1
-    }
-
-    /// Returns false when `key` was present.
-    fn insert(&mut self, key: u128) -> bool {
-        if key == 0 {
-            return !std::mem::replace(&mut self.has_zero, true);
-        }
-        let (i, found) = self.find(key);
-        if found {
-            return false;
-        }
-        self.slots[i] = key;
-        self.len += 1;
-        if self.len * 10 > self.slots.len() * 7 {
-            self.grow();
-        }
-        true
-    }
-
-    fn grow(&mut self) {
-        let mut doubled = vec![0; self.slots.len() * 2];
-        crate::memory::populate(&mut doubled);
-        let old = std::mem::replace(&mut self.slots, doubled);
-        self.bits += 1;
-        for key in old.into_iter().filter(|&k| k != 0) {
-            let (i, _) = self.find(key);
-            self.slots[i] = key;
-        }
-    }
-
     fn remove(&mut self, key: u128) -> bool {
-        if key == 0 {
-            return std::mem::replace(&mut self.has_zero, false);
-        }
         let (mut hole, found) = self.find(key);
         if !found {
             return false;
@@ -274,8 +336,7 @@ impl KeyTable {
             if k == 0 {
                 break;
             }
-            let home = self.home(k);
-            let distance_home = i.wrapping_sub(home) & self.mask();
+            let distance_home = i.wrapping_sub(self.home(k)) & self.mask();
             let distance_hole = i.wrapping_sub(hole) & self.mask();
             if distance_home >= distance_hole {
                 self.slots[hole] = k;
@@ -283,7 +344,7 @@ impl KeyTable {
             }
         }
         self.slots[hole] = 0;
-        self.len -= 1;
+        self.used -= 1;
         true
     }
 }
@@ -309,6 +370,8 @@ mod tests {
                 assert_eq!(table.insert(key), model.insert(key), "insert {key}");
             }
             assert_eq!(table.len(), model.len());
+            assert_eq!(table.contains(key), model.contains(&key));
+            assert_eq!(table.contains(key ^ 1), model.contains(&(key ^ 1)));
         }
         for key in &model {
             assert!(table.contains(*key));

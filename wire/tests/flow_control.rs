@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use support::*;
 
 /// A `t` batch of `rows` rows with `value_bytes`-byte names.
+/// Distinct values per row, so the client sends them plain (a dictionary would shrink them).
 fn wide_batch(rows: usize, value_bytes: usize) -> lookback_common::Batch {
     let mut builder = BatchBuilder::new(&t_schema(), rows);
     for i in 0..rows as i64 {
+        let value = format!("{i:08}{}", "x".repeat(value_bytes.saturating_sub(8)));
         builder
-            .push_row(&[Value::Int64(i), Value::Text("x".repeat(value_bytes))])
+            .push_row(&[Value::Int64(i), Value::Text(value)])
             .expect("row");
     }
     builder.finish().expect("batch")
