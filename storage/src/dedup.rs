@@ -20,6 +20,7 @@ use ahash::AHasher;
 use lookback_common::{Column, ColumnValues};
 use std::collections::VecDeque;
 use std::hash::Hasher;
+use crate::memory::ZeroedTable;
 
 pub const GENERATIONS: usize = 4;
 /// Keys a new generation is sized for at least (32 MiB of table).
@@ -183,6 +184,10 @@ struct KeyTable {
     current: Slots,
     /// The table being migrated into `current`, and the next slot to move.
     previous: Option<(Slots, usize)>,
+    /// The doubled table, allocated (and faulted in on a helper thread) once `current` is half
+    /// full, so that growing at 7/10 finds it ready: an admission that had to fault in a fresh
+    /// table itself waited up to 100 ms on page faults.
+    next: Option<Slots>,
     /// Distinct non-zero keys (in either table).
     len: usize,
     has_zero: bool,
@@ -194,7 +199,8 @@ const MIGRATE_SLOTS_PER_INSERT: usize = 2;
 
 impl KeyTable {
     fn with_capacity(keys: usize) -> KeyTable {
-        KeyTable { current: Slots::new((keys.max(16) * 10 / 7).next_power_of_two()), previous: None, len: 0, has_zero: false }
+        let slots = (keys.max(16) * 10 / 7).next_power_of_two();
+        KeyTable { current: Slots::new(slots), previous: None, next: None, len: 0, has_zero: false }
     }
 
     fn len(&self) -> usize {
@@ -231,6 +237,9 @@ impl KeyTable {
         self.current.slots[i] = key;
         self.current.used += 1;
         self.len += 1;
+        if self.current.used * 2 > self.current.slots.len() && self.next.is_none() {
+            self.next = Some(Slots::new(self.current.slots.len() * 2));
+        }
         if self.current.used * 10 > self.current.slots.len() * 7 {
             self.grow();
         }
@@ -239,7 +248,8 @@ impl KeyTable {
 
     fn grow(&mut self) {
         self.migrate(usize::MAX);
-        let doubled = Slots::new(self.current.slots.len() * 2);
+        let doubled = self.next.take().unwrap_or_else(|| Slots::new(self.current.slots.len() * 2));
+        assert_eq!(doubled.slots.len(), self.current.slots.len() * 2);
         self.previous = Some((std::mem::replace(&mut self.current, doubled), 0));
     }
 
@@ -282,7 +292,7 @@ impl KeyTable {
 /// cluster back (no tombstones).
 #[derive(Debug)]
 struct Slots {
-    slots: Vec<u128>,
+    slots: ZeroedTable<u128>,
     /// log2 of `slots.len()`.
     bits: u32,
     /// Occupied slots.
@@ -292,9 +302,7 @@ struct Slots {
 impl Slots {
     fn new(slots: usize) -> Slots {
         assert!(slots.is_power_of_two());
-        let mut table = vec![0; slots];
-        crate::memory::populate(&mut table);
-        Slots { slots: table, bits: slots.trailing_zeros(), used: 0 }
+        Slots { slots: ZeroedTable::new(slots), bits: slots.trailing_zeros(), used: 0 }
     }
 
     fn home(&self, key: u128) -> usize {

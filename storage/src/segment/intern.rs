@@ -12,6 +12,7 @@
 //! hash, the id and where the value's copy lies in `arena` (distinct values packed together,
 //! so comparing a match touches one or two cache lines). The load factor stays at most 1/2.
 
+use crate::memory::{Zeroable, ZeroedTable};
 use ahash::RandomState;
 
 /// Rows between a value's slot prefetch and its probe (the arena prefetch is halfway).
@@ -30,8 +31,11 @@ struct Slot {
     id: u32,
 }
 
+// SAFETY: a Slot of zero bytes is the empty slot (hash 0).
+unsafe impl Zeroable for Slot {}
+
 pub(crate) struct Interner<'a> {
-    slots: Vec<Slot>,
+    slots: ZeroedTable<Slot>,
     mask: usize,
     /// The first occurrence of each distinct value, by id.
     values: Vec<&'a [u8]>,
@@ -42,7 +46,7 @@ pub(crate) struct Interner<'a> {
 impl<'a> Interner<'a> {
     pub(crate) fn new() -> Self {
         Interner {
-            slots: vec![Slot::default(); CAPACITY_MIN],
+            slots: ZeroedTable::new(CAPACITY_MIN),
             mask: CAPACITY_MIN - 1,
             values: Vec::new(),
             arena: Vec::new(),
@@ -102,11 +106,9 @@ impl<'a> Interner<'a> {
 
     fn grow(&mut self) {
         let capacity = self.slots.len() * 2;
-        let mut doubled = vec![Slot::default(); capacity];
-        crate::memory::populate(&mut doubled);
-        let old = std::mem::replace(&mut self.slots, doubled);
+        let old = std::mem::replace(&mut self.slots, ZeroedTable::new(capacity));
         self.mask = capacity - 1;
-        for slot in old.into_iter().filter(|s| s.hash != 0) {
+        for &slot in old.iter().filter(|s| s.hash != 0) {
             let mut i = slot.hash as usize & self.mask;
             while self.slots[i].hash != 0 {
                 i = (i + 1) & self.mask;
