@@ -10,7 +10,15 @@ fn main() {
     let events: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let schema = Schema::events();
     let generator = EventGenerator::new(42, GeneratorConfig::default());
-    let batches: Vec<Batch> = (0..events / 10_000).map(|i| generator.batch(i as u64, 10_000)).collect();
+    // As batches arrive from producers: repetitive text columns in dictionary form.
+    let batches: Vec<Batch> = (0..events / 10_000)
+        .map(|i| {
+            let plain = generator.batch(i as u64, 10_000);
+            let mut bytes = Vec::new();
+            lookback_common::encode_batch_compact(&plain, &mut bytes);
+            lookback_common::decode_batch(&bytes, &schema, &Default::default()).expect("decode")
+        })
+        .collect();
     let parts: Vec<&Batch> = batches.iter().collect();
     let dir = tempfile::tempdir().expect("temp dir");
     for (run, level) in [(0, 1), (1, 1), (2, 3), (3, 9)] {

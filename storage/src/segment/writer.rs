@@ -32,6 +32,8 @@ const PROBE_LEVEL_ABOVE: i32 = 3;
 const PROBE_LEVEL: i32 = 1;
 /// Writes reach the file in chunks of this size (column blocks are often a few KiB).
 const OUTPUT_BUFFER_BYTES: usize = 1 << 20;
+/// Threads encoding column blocks of one segment (at most the machine's parallelism).
+const ENCODE_THREADS_MAX: usize = 2;
 
 /// Writes `batch` (sorted by `schema.sort_key`, at least one row) as a new segment at `path`.
 pub fn write_segment(
@@ -244,22 +246,81 @@ fn write_column_blocks(
     compressors: &mut Compressors,
 ) -> Result<(Vec<BlockMeta>, Vec<ColumnBlockMeta>), StorageError> {
     let total = rows.rows();
-    let mut blocks = Vec::new();
-    let mut metas = Vec::new();
-    for start in (0..total).step_by(options.block_rows) {
-        let end = (start + options.block_rows).min(total);
-        blocks.push(BlockMeta { first_row: start as u64, rows: (end - start) as u32 });
+    let ranges: Vec<std::ops::Range<usize>> =
+        (0..total).step_by(options.block_rows).map(|start| start..(start + options.block_rows).min(total)).collect();
+    let encoded = encode_columns(out.path, schema, rows, options, with_codes, &ranges, compressors)?;
+    let mut blocks = Vec::with_capacity(ranges.len());
+    let mut metas = Vec::with_capacity(ranges.len() * schema.len());
+    for (b, range) in ranges.iter().enumerate() {
+        blocks.push(BlockMeta { first_row: range.start as u64, rows: range.len() as u32 });
         for (c, def) in schema.columns.iter().enumerate() {
-            let what = || format!("{}: write block {} column {}", out.path.display(), blocks.len() - 1, def.name);
-            let (slice, codes) = rows.block(c, start..end, with_codes[c]);
-            let (meta, stored) = encode_column_block(&slice, def.ty, options, codes.as_deref(), compressors)
-                .map_err(|e| StorageError::io(what(), e))?;
-            let meta = ColumnBlockMeta { offset: out.written, ..meta };
-            out.write(&stored, &what())?;
+            let (meta, stored) = &encoded[c][b];
+            let what = || format!("{}: write block {b} column {}", out.path.display(), def.name);
+            let meta = ColumnBlockMeta { offset: out.written, ..meta.clone() };
+            out.write(stored, &what())?;
             metas.push(meta);
         }
     }
     Ok((blocks, metas))
+}
+
+/// Per column, per block: meta (offset unset) and stored bytes.
+type EncodedColumns = Vec<Vec<(ColumnBlockMeta, Vec<u8>)>>;
+
+/// Encodes every block of every column, on up to [`ENCODE_THREADS_MAX`] threads (columns are
+/// independent; the file is then written in order). Why: encoding and compressing is most of
+/// a flush, and a flush that keeps one core busy for seconds while the other idles makes the
+/// last producers wait for the memtable backlog. Helper threads inherit the caller's CPU
+/// priority (the flush's nice level, compaction's SCHED_IDLE).
+fn encode_columns(
+    path: &Path,
+    schema: &Schema,
+    rows: &SegmentRows<'_>,
+    options: &SegmentWriteOptions,
+    with_codes: &[bool],
+    ranges: &[std::ops::Range<usize>],
+    compressors: &mut Compressors,
+) -> Result<EncodedColumns, StorageError> {
+    let next_column = std::sync::atomic::AtomicUsize::new(0);
+    let encode_all = |compressors: &mut Compressors| -> Result<Vec<(usize, Vec<(ColumnBlockMeta, Vec<u8>)>)>, StorageError> {
+        let mut done = Vec::new();
+        loop {
+            let c = next_column.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(def) = schema.columns.get(c) else { return Ok(done) };
+            let mut column = Vec::with_capacity(ranges.len());
+            for (b, range) in ranges.iter().enumerate() {
+                let (slice, codes) = rows.block(c, range.clone(), with_codes[c]);
+                let encoded = encode_column_block(&slice, def.ty, options, codes.as_deref(), compressors)
+                    .map_err(|e| StorageError::io(format!("{}: write block {b} column {}", path.display(), def.name), e))?;
+                column.push(encoded);
+            }
+            done.push((c, column));
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(ENCODE_THREADS_MAX);
+    let results: Vec<Result<Vec<(usize, Vec<(ColumnBlockMeta, Vec<u8>)>)>, StorageError>> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut own = Compressors::new(options.zstd_level)
+                        .map_err(|e| StorageError::io(format!("{}: start zstd", path.display()), e))?;
+                    encode_all(&mut own)
+                })
+            })
+            .collect();
+        let mut results = vec![encode_all(compressors)];
+        for helper in helpers {
+            results.push(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        results
+    });
+    let mut columns: Vec<Option<Vec<(ColumnBlockMeta, Vec<u8>)>>> = (0..schema.len()).map(|_| None).collect();
+    for result in results {
+        for (c, column) in result? {
+            columns[c] = Some(column);
+        }
+    }
+    Ok(columns.into_iter().map(|c| c.expect("every column is claimed by one worker")).collect())
 }
 
 /// Encodes one column block; returns its meta (offset unset) and its stored bytes.
