@@ -193,3 +193,48 @@ fn events_of_a_refused_batch_are_not_treated_as_duplicates() {
     }
     assert_eq!(visible_rows(&db).len(), distinct.len());
 }
+
+/// A memtable that fills up is frozen by the admission that filled it and flushed on its own:
+/// the batch admitted after it stays in the (new) active memtable, in no segment, until the
+/// flush interval or an explicit flush — the flusher does not sweep it into a tiny segment.
+#[test]
+fn a_full_memtable_is_flushed_alone_and_the_next_batch_stays_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(small_options(dir.path())).unwrap();
+    let mut rng = SmallRng::seed_from_u64(21);
+    let fresh_rows = |rng: &mut SmallRng, n: usize| -> Vec<Row> {
+        (0..n).map(|_| random_row(rng, &[])).collect()
+    };
+    // Batches until the memtable holds over memtable_bytes_max (64 KiB): the admission that
+    // crosses it freezes the memtable (which the flusher may already have written).
+    let mut big = Vec::new();
+    let mut seq = 0;
+    loop {
+        let rows = fresh_rows(&mut rng, 100);
+        seq += 1;
+        admit_and_wait(&db, 1, seq, build(&Schema::events(), &rows)).unwrap();
+        big.extend(rows);
+        let g = db.gauges();
+        if g.segments > 0 || g.memtable_bytes >= 64 << 10 {
+            break;
+        }
+        assert!(seq < 100, "64 KiB of rows never filled the memtable");
+    }
+    let small = fresh_rows(&mut rng, 3);
+    admit_and_wait(&db, 1, seq + 1, build(&Schema::events(), &small)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let snap = loop {
+        let snap = db.snapshot("events").unwrap();
+        if !snap.segments.is_empty() || std::time::Instant::now() > deadline {
+            break snap;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(snap.segments.len(), 1, "the frozen memtable became one segment");
+    assert_eq!(snap.segments[0].rows(), big.len() as u64);
+    let in_memory: usize = snap.memtable.iter().map(|b| b.rows()).sum();
+    assert_eq!(in_memory, small.len(), "the next batch is still in the active memtable");
+    db.flush_all().unwrap();
+    assert_eq!(db.snapshot("events").unwrap().segments.len(), 2);
+    assert_eq!(sorted(visible_rows(&db)), sorted([big, small].concat()));
+}

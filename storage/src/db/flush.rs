@@ -54,8 +54,8 @@ fn flusher_loop(inner: &Inner) {
         if inner.stopping.load(Ordering::Acquire) || inner.wal.poisoned().is_some() {
             return;
         }
-        for table in tables_due(inner, interval) {
-            if let Err(e) = flush_table(inner, &table) {
+        for (table, freeze_active) in tables_due(inner, interval) {
+            if let Err(e) = flush_table(inner, &table, freeze_active) {
                 inner.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(table, error = %e, "flush failed; data stays in memory and the WAL, retrying");
                 std::thread::sleep(tick);
@@ -129,38 +129,42 @@ fn segments_max(inner: &Inner) -> usize {
     inner.state.lock().tables.values().map(|t| t.segments.len()).max().unwrap_or(0)
 }
 
-/// Tables whose active memtable is full, whose oldest batch is older than the flush interval,
-/// or that have frozen memtables left over from a failed flush.
-fn tables_due(inner: &Inner, interval: Duration) -> Vec<String> {
+/// Tables with frozen memtables (frozen full by admission, or left over from a failed flush),
+/// or whose active memtable is full or holds a batch older than the flush interval; with
+/// whether the active memtable is due too. A table flushed only for its frozen memtables keeps
+/// its active one: freezing that too would write a tiny segment of whatever arrived meanwhile.
+fn tables_due(inner: &Inner, interval: Duration) -> Vec<(String, bool)> {
     let state = inner.state.lock();
     let now = now_unix_ms();
     state
         .tables
         .iter()
-        .filter(|(_, t)| {
+        .map(|(name, t)| {
             let full = t.active.bytes() >= inner.options.memtable_bytes_max;
             let old = t.active.batches().first().is_some_and(|b| now.saturating_sub(b.ingest_unix_ms) >= interval.as_millis() as u64);
-            full || old || !t.frozen.is_empty()
+            (name.clone(), full || old, !t.frozen.is_empty())
         })
-        .map(|(name, _)| name.clone())
+        .filter(|(_, active_due, frozen)| *active_due || *frozen)
+        .map(|(name, active_due, _)| (name, active_due))
         .collect()
 }
 
 pub(super) fn flush_all(inner: &Inner) -> Result<(), DbError> {
     let names: Vec<String> = inner.state.lock().tables.keys().cloned().collect();
     for name in names {
-        flush_table(inner, &name)?;
+        flush_table(inner, &name, true)?;
     }
     Ok(())
 }
 
-/// Freezes the active memtable and flushes every frozen memtable of `table`, oldest first.
-fn flush_table(inner: &Inner, table: &str) -> Result<(), DbError> {
+/// Flushes every frozen memtable of `table`, oldest first, after freezing the active one too
+/// when `freeze_active`.
+fn flush_table(inner: &Inner, table: &str, freeze_active: bool) -> Result<(), DbError> {
     let _flush = inner.flush_lock.lock();
     let frozen: Vec<Arc<Memtable>> = {
         let mut state = inner.state.lock();
         let t = state.tables.get_mut(table).ok_or_else(|| DbError::UnknownTable(table.into()))?;
-        if !t.active.is_empty() {
+        if freeze_active && !t.active.is_empty() {
             let active = std::mem::take(&mut t.active);
             t.frozen.push(Arc::new(active));
         }

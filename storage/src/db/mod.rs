@@ -348,7 +348,14 @@ fn admit(
     state.producers.record(producer_id, seq, lsn);
     let t = state.tables.get_mut(table).expect("table checked above");
     t.active.push(MemBatch { lsn, ingest_unix_ms: now_ms, batch: Arc::new(batch) });
+    // A full memtable is frozen here, not when the flusher gets to it: while the flusher is busy
+    // with an earlier one, the active memtable would otherwise keep growing (to 3x its limit was
+    // seen), and a flush that large both takes seconds and frees its memory only at the end.
     let flush_now = t.active.bytes() >= inner.options.memtable_bytes_max;
+    if flush_now {
+        let full = std::mem::take(&mut t.active);
+        t.frozen.push(Arc::new(full));
+    }
     drop(state);
     inner.stats.record_admit(rows_in, accepted);
     if flush_now {

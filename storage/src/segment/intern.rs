@@ -174,14 +174,45 @@ impl<'a> Interner<'a> {
     pub(crate) fn into_sorted(self) -> (Vec<&'a [u8]>, Vec<u32>) {
         drop(self.slots);
         let values = &self.values;
-        let mut order: Vec<u32> = (0..values.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| values[a as usize].cmp(values[b as usize]));
+        let order = sorted_ids(values);
         let mut rank = vec![0u32; values.len()];
         for (r, &id) in order.iter().enumerate() {
             rank[id as usize] = r as u32;
         }
         (order.iter().map(|&id| values[id as usize]).collect(), rank)
     }
+}
+
+/// Ids (indexes into `values`) in byte-wise order of their values.
+///
+/// Sorting the values themselves compares through pointers into memory far larger than the
+/// caches (a flush sorts ~1 M distinct device ids; memcmp was 13% of the flush). So each value
+/// is first given an 8-byte big-endian key: its bytes after the prefix every value shares (user
+/// agents all start `Mozilla/5.0 (`), zero-padded. Keys sort in a packed array; only values
+/// with equal keys are compared in full, which also settles padding against real zero bytes.
+fn sorted_ids(values: &[&[u8]]) -> Vec<u32> {
+    let shared = shared_prefix_len(values);
+    let mut keyed: Vec<(u64, u32)> = values
+        .iter()
+        .enumerate()
+        .map(|(id, v)| {
+            let rest = &v[shared..];
+            let mut key = [0u8; 8];
+            let n = rest.len().min(8);
+            key[..n].copy_from_slice(&rest[..n]);
+            (u64::from_be_bytes(key), id as u32)
+        })
+        .collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| values[a.1 as usize].cmp(values[b.1 as usize])));
+    keyed.into_iter().map(|(_, id)| id).collect()
+}
+
+/// The length of the longest prefix all `values` share.
+fn shared_prefix_len(values: &[&[u8]]) -> usize {
+    let Some((first, rest)) = values.split_first() else { return 0 };
+    rest.iter().fold(first.len(), |shared, v| {
+        shared.min(v.len()).min(first.iter().zip(v.iter()).take(shared).take_while(|(a, b)| a == b).count())
+    })
 }
 
 /// A hint that `ptr`'s cache line is needed soon; never faults, whatever `ptr` is.
@@ -199,6 +230,23 @@ pub(crate) fn prefetch(ptr: *const u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorted_ids_order_values_bytewise_whatever_their_shared_prefix() {
+        let cases: Vec<Vec<&[u8]>> = vec![
+            vec![],
+            vec![b"x"],
+            vec![b"Mozilla/5.0 (b)", b"Mozilla/5.0 (a)", b"Mozilla/5.0 (a) long tail", b"Mozilla/5.0 "],
+            vec![b"ab\0", b"ab", b"ab\0\0", b"ab\0\0\0\0\0\0\0\0\x01", b"ab\0\0\0\0\0\0\0\0", b""],
+            vec![b"same-prefix-12345678-b", b"same-prefix-12345678-a", b"same-prefix-12345679"],
+        ];
+        for values in cases {
+            let got: Vec<&[u8]> = sorted_ids(&values).iter().map(|&id| values[id as usize]).collect();
+            let mut want = values.clone();
+            want.sort();
+            assert_eq!(got, want);
+        }
+    }
 
     #[test]
     fn interns_in_first_appearance_order_across_growth() {

@@ -29,6 +29,7 @@ mod encoding;
 mod footer;
 mod intern;
 mod numeric;
+mod parallel;
 mod reader;
 mod text;
 mod rows;

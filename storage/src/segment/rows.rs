@@ -68,10 +68,15 @@ impl<'a> SegmentRows<'a> {
         // order would miss the cache on every one); the ranks of sort-key columns are the sort
         // keys. Then ranks are permuted to output order, where the writer reads them in runs.
         let mut rankings: Vec<Option<Ranking<'a>>> =
-            (0..schema.len()).map(|c| rank_in_order(&parts, c, !schema.sort_key.contains(&c))).collect();
+            super::parallel::map(schema.len(), |c| rank_in_order(&parts, c, !schema.sort_key.contains(&c)));
         let order = sort_rows(schema, &parts, &rankings, total);
-        for ranking in rankings.iter_mut().flatten() {
-            ranking.ranks = order.iter().map(|&row| ranking.ranks[row as usize]).collect();
+        let permuted = super::parallel::map(rankings.len(), |c| {
+            rankings[c].as_ref().map(|ranking| order.iter().map(|&row| ranking.ranks[row as usize]).collect::<Vec<u32>>())
+        });
+        for (ranking, ranks) in rankings.iter_mut().zip(permuted) {
+            if let (Some(ranking), Some(ranks)) = (ranking.as_mut(), ranks) {
+                ranking.ranks = ranks;
+            }
         }
         let locs = locate(&order, &part_starts);
         SegmentRows { parts, locs, rankings }

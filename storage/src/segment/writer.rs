@@ -32,8 +32,6 @@ const PROBE_LEVEL_ABOVE: i32 = 3;
 const PROBE_LEVEL: i32 = 1;
 /// Writes reach the file in chunks of this size (column blocks are often a few KiB).
 const OUTPUT_BUFFER_BYTES: usize = 1 << 20;
-/// Threads encoding column blocks of one segment (at most the machine's parallelism).
-const ENCODE_THREADS_MAX: usize = 2;
 
 /// Writes `batch` (sorted by `schema.sort_key`, at least one row) as a new segment at `path`.
 pub fn write_segment(
@@ -267,7 +265,7 @@ fn write_column_blocks(
 /// Per column, per block: meta (offset unset) and stored bytes.
 type EncodedColumns = Vec<Vec<(ColumnBlockMeta, Vec<u8>)>>;
 
-/// Encodes every block of every column, on up to [`ENCODE_THREADS_MAX`] threads (columns are
+/// Encodes every block of every column, on up to [`super::parallel::THREADS_MAX`] threads (columns are
 /// independent; the file is then written in order). Why: encoding and compressing is most of
 /// a flush, and a flush that keeps one core busy for seconds while the other idles makes the
 /// last producers wait for the memtable backlog. Helper threads inherit the caller's CPU
@@ -297,7 +295,7 @@ fn encode_columns(
             done.push((c, column));
         }
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(ENCODE_THREADS_MAX);
+    let threads = super::parallel::threads();
     let results: Vec<Result<Vec<(usize, Vec<(ColumnBlockMeta, Vec<u8>)>)>, StorageError>> = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads)
             .map(|_| {
