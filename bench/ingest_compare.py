@@ -11,8 +11,10 @@ What is measured
   p50/p99 (ack = durable); then POST /admin/compact and GET /admin/storage -> bytes per event
   on disk, total and per column.
 - Lookback, run 2 (fresh server): the same events paced at half the measured maximum rate ->
-  ack p50/p99 at half load. To bound the run time it sends at most
-  half_rate * --half-rate-seconds events (default 30 s).
+  ack p50/p99 at half load, over the whole run and over batches sent after --warmup-seconds.
+  To bound the run time it sends at most half_rate * --half-rate-seconds events (default 30 s).
+- Lookback, run 3 (fresh server, unless --sustained-events 0): maximum rate with more events than
+  the memtable backlog (memory_bytes_max) can absorb, so flushing sets the rate.
 - ClickHouse (embedded chdb, MergeTree, every column CODEC(ZSTD), the DDL is printed):
   INSERT of the CSV file, OPTIMIZE TABLE FINAL, then bytes from system.parts (active parts) and
   system.columns. Its events/s is a bulk file load inside the process: no network, no
@@ -189,7 +191,7 @@ class LookbackServer:
 
 
 def run_ingest(bench_bin: Path, server: LookbackServer, args, events: int, rate: float | None,
-               with_storage: bool, step: str) -> dict:
+               with_storage: bool, step: str, warmup_seconds: float = 0.0) -> dict:
     cmd = [
         str(bench_bin), "ingest",
         "--addr", server.ingest_addr,
@@ -200,6 +202,8 @@ def run_ingest(bench_bin: Path, server: LookbackServer, args, events: int, rate:
     ]
     if rate is not None:
         cmd += ["--rate", f"{rate:.0f}"]
+    if warmup_seconds > 0:
+        cmd += ["--warmup-seconds", f"{warmup_seconds}"]
     if with_storage:
         cmd += ["--http-addr", server.http_addr]
     log(f"{step}: {' '.join(cmd)}")
@@ -230,10 +234,19 @@ def bench_lookback(args, workdir: Path) -> dict:
     try:
         server.start()
         half_run = run_ingest(args.bench_bin, server, args, half_events, half_rate, False,
-                              "lookback half rate")
+                              "lookback half rate", args.warmup_seconds)
     finally:
         server.stop()
-    return {"max_rate": max_run, "half_rate": half_run, "half_rate_target_events_per_s": half_rate}
+    results = {"max_rate": max_run, "half_rate": half_run, "half_rate_target_events_per_s": half_rate}
+    if args.sustained_events > 0:
+        server = LookbackServer(args.lookback_bin, workdir, "lookback-sustained")
+        try:
+            server.start()
+            results["sustained"] = run_ingest(args.bench_bin, server, args, args.sustained_events, None,
+                                              False, "lookback sustained max rate")
+        finally:
+            server.stop()
+    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,6 +416,13 @@ def markdown(results: dict) -> str:
                      f"| {fmt(mx['ack_p99_ms'])} | {fmt(mx.get('bytes_on_disk_per_event'))} |")
         lines.append(f"| Lookback (half rate) | {fmt(half['events_per_s'])} | {fmt(half['ack_p50_ms'])} "
                      f"| {fmt(half['ack_p99_ms'])} | |")
+        if half.get("ack_p99_ms_after_warmup") is not None:
+            lines.append(f"| Lookback (half rate, batches sent after {fmt(half['warmup_seconds'])} s) | "
+                         f"| {fmt(half['ack_p50_ms_after_warmup'])} | {fmt(half['ack_p99_ms_after_warmup'])} | |")
+        sustained = lookback.get("sustained")
+        if sustained:
+            lines.append(f"| Lookback (max rate, {sustained['events']:,} events) | {fmt(sustained['events_per_s'])} "
+                         f"| {fmt(sustained['ack_p50_ms'])} | {fmt(sustained['ack_p99_ms'])} | |")
     ch = results.get("clickhouse")
     if ch:
         lines.append(f"| ClickHouse (chdb, INSERT from CSV) | {fmt(ch['events_per_s'])} | n/a | n/a "
@@ -439,6 +459,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out-json", type=Path)
     parser.add_argument("--half-rate-seconds", type=float, default=30.0,
                         help="length of the half-rate run (caps its events)")
+    parser.add_argument("--warmup-seconds", type=float, default=5.0,
+                        help="half-rate run: also report latency over batches sent after this long")
+    parser.add_argument("--sustained-events", type=int, default=30_000_000,
+                        help="a third fresh server at maximum rate with this many events, to show the "
+                             "rate once the memtable backlog is full (0 = skip)")
     parser.add_argument("--systems", default="lookback,clickhouse,postgres",
                         help="comma-separated subset to run")
     parser.add_argument("--workdir", type=Path, help="keep files here instead of a temp dir")

@@ -43,6 +43,8 @@ pub struct IngestConfig {
     pub inflight: usize,
     /// Total events per second across clients; `None` = as fast as acks allow.
     pub rate: Option<f64>,
+    /// Latency percentiles are also reported over batches first sent after this long.
+    pub warmup: Duration,
     pub http_addr: Option<String>,
     pub producer_base: u64,
     pub api_key: String,
@@ -60,6 +62,8 @@ struct Encoded {
 #[derive(Default)]
 struct ClientStats {
     latencies: Vec<Duration>,
+    /// Latencies of batches first sent after the warm-up.
+    latencies_after_warmup: Vec<Duration>,
     events_sent: u64,
     events_accepted: u64,
     events_deduplicated: u64,
@@ -67,8 +71,11 @@ struct ClientStats {
 }
 
 impl ClientStats {
-    fn record(&mut self, ack: &Ack) {
+    fn record(&mut self, ack: &Ack, after_warmup: bool) {
         self.latencies.push(ack.latency);
+        if after_warmup {
+            self.latencies_after_warmup.push(ack.latency);
+        }
         self.events_accepted += u64::from(ack.events_accepted);
         self.events_deduplicated += u64::from(ack.events_deduplicated);
         self.duplicate_batches += u64::from(ack.duplicate_batch);
@@ -270,7 +277,8 @@ async fn drive_client(
 }
 
 fn take_ack(shared: &RunShared, stats: &mut ClientStats, ack: &Ack) {
-    stats.record(ack);
+    let sent_at = Instant::now().checked_sub(ack.latency).unwrap_or(shared.started);
+    stats.record(ack, sent_at >= shared.started + shared.config.warmup);
     let events = u64::from(ack.events_accepted) + u64::from(ack.events_deduplicated);
     shared.events_acked.fetch_add(events, Ordering::Relaxed);
 }
@@ -314,6 +322,8 @@ fn build_report(
     let accepted: u64 = stats.iter().map(|s| s.events_accepted).sum();
     let deduplicated: u64 = stats.iter().map(|s| s.events_deduplicated).sum();
     let duplicate_batches: u64 = stats.iter().map(|s| s.duplicate_batches).sum();
+    let after_warmup: Vec<Duration> = stats.iter().flat_map(|s| s.latencies_after_warmup.iter().copied()).collect();
+    let after_warmup = (!config.warmup.is_zero()).then(|| LatencySummary::new(after_warmup));
     let latencies = LatencySummary::new(stats.into_iter().flat_map(|s| s.latencies).collect());
     if deduplicated > 0 || duplicate_batches > 0 {
         eprintln!(
@@ -336,6 +346,10 @@ fn build_report(
         "ack_p99_ms": latencies.percentile_ms(99.0),
         "ack_max_ms": latencies.percentile_ms(100.0),
         "batches_acked": latencies.count(),
+        "warmup_seconds": config.warmup.as_secs_f64(),
+        "ack_p50_ms_after_warmup": after_warmup.as_ref().and_then(|l| l.percentile_ms(50.0)),
+        "ack_p99_ms_after_warmup": after_warmup.as_ref().and_then(|l| l.percentile_ms(99.0)),
+        "batches_after_warmup": after_warmup.as_ref().map(LatencySummary::count),
         "bytes_on_disk_per_event": storage.and_then(StorageReport::bytes_per_event),
         "columns_bytes_per_event": storage.and_then(StorageReport::columns_bytes_per_event),
         "storage": storage.map(|s| s.raw.clone()),

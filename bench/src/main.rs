@@ -102,6 +102,10 @@ struct IngestArgs {
     /// Total events per second across all clients (paced by batch); default: unpaced
     #[arg(long)]
     rate: Option<f64>,
+    /// Also report ack latency percentiles over only the batches sent after this many seconds
+    /// (`ack_p50_ms_after_warmup`, ...); the whole-run figures are reported as well
+    #[arg(long, default_value_t = 0.0)]
+    warmup_seconds: f64,
     /// Server HTTP address; when given, compact and report bytes on disk at the end
     #[arg(long)]
     http_addr: Option<String>,
@@ -129,6 +133,9 @@ fn ingest_config(args: &IngestArgs) -> anyhow::Result<ingest::IngestConfig> {
     if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         anyhow::bail!("--rate must be a positive number of events per second");
     }
+    if !(args.warmup_seconds >= 0.0 && args.warmup_seconds.is_finite()) {
+        anyhow::bail!("--warmup-seconds must be a non-negative number of seconds");
+    }
     if args.duration.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
         anyhow::bail!("--duration must be a positive number of seconds");
     }
@@ -141,6 +148,7 @@ fn ingest_config(args: &IngestArgs) -> anyhow::Result<ingest::IngestConfig> {
         seed: args.seed,
         inflight: args.inflight,
         rate: args.rate,
+        warmup: std::time::Duration::from_secs_f64(args.warmup_seconds),
         http_addr: args.http_addr.clone(),
         producer_base: args.producer_base,
         api_key: args.api_key.clone(),

@@ -26,7 +26,7 @@ pub const GENERATIONS: usize = 4;
 /// Keys a new generation is sized for at least (32 MiB of table).
 const GENERATION_CAPACITY_MIN: usize = 1 << 20;
 /// Keys between a slot prefetch and its probe in [`DedupWindow::insert_batch`].
-const PREFETCH_KEYS: usize = 16;
+const PREFETCH_KEYS: usize = 8;
 
 pub fn dedup_key(app_id: &[u8], event_id: &[u8; 16]) -> u128 {
     fold_key(app_hash(app_id), event_id)

@@ -17,6 +17,11 @@
 
 /// Tables smaller than this are left alone (a few faults are cheaper than the call).
 const POPULATE_BYTES_MIN: usize = 1 << 20;
+/// Bytes populated per call. The call holds the process's mmap lock (shared) throughout, and an
+/// unmap anywhere in the process waits for it, and every page fault waits behind the unmap:
+/// populating a 256 MiB table in one call stalled an admission's dedup inserts for up to
+/// 500 ms. One huge page per call bounds that wait to one page's clearing.
+const POPULATE_CHUNK_BYTES: usize = 2 << 20;
 
 /// Maps the pages under `table` writable soon, on a helper thread. Best effort: errors are
 /// ignored.
@@ -34,10 +39,16 @@ fn populate<T>(table: &mut [T]) {
         let end = (table.as_mut_ptr() as usize + bytes) / page * page;
         if end > start {
             let spawned = std::thread::Builder::new().name("lookback-populate".into()).spawn(move || {
-                // SAFETY: madvise only takes addresses; populating anonymous memory never
-                // changes its contents, and a range no longer mapped (the table was freed)
-                // makes the call fail without effect.
-                unsafe { libc::madvise(start as *mut libc::c_void, end - start, MADV_POPULATE_WRITE) };
+                for chunk in (start..end).step_by(POPULATE_CHUNK_BYTES) {
+                    let len = POPULATE_CHUNK_BYTES.min(end - chunk);
+                    // SAFETY: madvise only takes addresses; populating anonymous memory never
+                    // changes its contents, and a range no longer mapped (the table was freed)
+                    // makes the call fail without effect.
+                    let failed = unsafe { libc::madvise(chunk as *mut libc::c_void, len, MADV_POPULATE_WRITE) } != 0;
+                    if failed {
+                        return;
+                    }
+                }
             });
             // No thread, no populating: the pages fault in on first use as they would anyway.
             drop(spawned);
@@ -128,10 +139,19 @@ impl<T: Zeroable> ZeroedTable<T> {
 }
 
 impl<T: Zeroable> Drop for ZeroedTable<T> {
+    /// Unmaps a mapped table on a short-lived helper thread: an unmap takes the process's mmap
+    /// lock exclusively and waits for every holder (a populate in progress, page faults), and
+    /// the table is dropped by whoever finished with it, such as an admission.
     fn drop(&mut self) {
         if let Storage::Mapped { ptr, len } = &self.storage {
-            // SAFETY: unmaps exactly the mapping created in `new`, which nothing borrows now.
-            unsafe { libc::munmap(ptr.as_ptr().cast(), len * std::mem::size_of::<T>()) };
+            let (addr, bytes) = (ptr.as_ptr() as usize, len * std::mem::size_of::<T>());
+            // SAFETY: unmaps exactly the mapping created in `new`, which nothing borrows now
+            // (self is being dropped and the slices it handed out borrowed it).
+            let unmap = move || unsafe { libc::munmap(addr as *mut libc::c_void, bytes) };
+            let spawned = std::thread::Builder::new().name("lookback-unmap".into()).spawn(unmap);
+            if spawned.is_err() {
+                unmap();
+            }
         }
     }
 }
