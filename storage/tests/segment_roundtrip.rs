@@ -121,7 +121,7 @@ proptest! {
         let mut rng = SmallRng::seed_from_u64(seed);
         let schema = mixed_schema();
         let sorted = sort_batch(&schema, &random_batch(&mut rng, rows, null_ratio));
-        let options = SegmentWriteOptions { block_rows, zstd_level: level, dictionary_values_max: dict_max };
+        let options = SegmentWriteOptions { block_rows, zstd_level: level, dictionary_values_max: dict_max, threads: 1 + (block_rows % 2) };
         let segment = write(&dir.path().join("s.seg"), &schema, &sorted, &options);
         check_segment(&segment, &sorted, block_rows);
     }

@@ -76,11 +76,22 @@ pub struct SegmentWriteOptions {
     pub zstd_level: i32,
     /// A text column block with more distinct values than this is never dictionary-encoded.
     pub dictionary_values_max: usize,
+    /// Threads that rank and encode columns (at least 1; default: the machine's parallelism,
+    /// at most [`WRITE_THREADS_MAX`]).
+    pub threads: usize,
 }
+
+/// The most threads one segment write uses by default.
+pub const WRITE_THREADS_MAX: usize = parallel::THREADS_MAX;
 
 impl Default for SegmentWriteOptions {
     fn default() -> Self {
-        SegmentWriteOptions { block_rows: 65_536, zstd_level: 3, dictionary_values_max: 65_536 }
+        SegmentWriteOptions {
+            block_rows: 65_536,
+            zstd_level: 3,
+            dictionary_values_max: 65_536,
+            threads: parallel::threads(),
+        }
     }
 }
 

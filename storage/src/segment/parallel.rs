@@ -15,8 +15,9 @@ pub(crate) fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, THREADS_MAX)
 }
 
-/// `f(0), ..., f(n - 1)`, computed by up to [`threads`] threads claiming indexes in order.
-pub(crate) fn map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+/// `f(0), ..., f(n - 1)`, computed by up to `threads` threads (at least one: the caller)
+/// claiming indexes in order.
+pub(crate) fn map<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let next = AtomicUsize::new(0);
     let work = || {
         let mut done = Vec::new();
@@ -30,7 +31,7 @@ pub(crate) fn map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     };
     let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
     std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads().min(n.max(1))).map(|_| scope.spawn(work)).collect();
+        let helpers: Vec<_> = (1..threads.min(n).max(1)).map(|_| scope.spawn(work)).collect();
         let mut results = vec![work()];
         for helper in helpers {
             results.push(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
@@ -47,7 +48,9 @@ mod tests {
     #[test]
     fn map_returns_results_in_index_order() {
         for n in [0usize, 1, 2, 17] {
-            assert_eq!(super::map(n, |i| i * i), (0..n).map(|i| i * i).collect::<Vec<_>>());
+            for threads in [0, 1, 2, 5] {
+                assert_eq!(super::map(n, threads, |i| i * i), (0..n).map(|i| i * i).collect::<Vec<_>>());
+            }
         }
     }
 }

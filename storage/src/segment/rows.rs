@@ -54,7 +54,7 @@ impl<'a> SegmentRows<'a> {
 
     /// The rows of `parts` (any order), to be written sorted by `schema.sort_key`; ties keep
     /// input order.
-    pub(crate) fn sorting(schema: &Schema, parts: &[&'a Batch]) -> SegmentRows<'a> {
+    pub(crate) fn sorting(schema: &Schema, parts: &[&'a Batch], threads: usize) -> SegmentRows<'a> {
         let parts: Vec<&'a Batch> = parts.to_vec();
         let mut part_starts = Vec::with_capacity(parts.len() + 1);
         let mut total = 0usize;
@@ -68,9 +68,9 @@ impl<'a> SegmentRows<'a> {
         // order would miss the cache on every one); the ranks of sort-key columns are the sort
         // keys. Then ranks are permuted to output order, where the writer reads them in runs.
         let mut rankings: Vec<Option<Ranking<'a>>> =
-            super::parallel::map(schema.len(), |c| rank_in_order(&parts, c, !schema.sort_key.contains(&c)));
+            super::parallel::map(schema.len(), threads, |c| rank_in_order(&parts, c, !schema.sort_key.contains(&c)));
         let order = sort_rows(schema, &parts, &rankings, total);
-        let permuted = super::parallel::map(rankings.len(), |c| {
+        let permuted = super::parallel::map(rankings.len(), threads, |c| {
             rankings[c].as_ref().map(|ranking| order.iter().map(|&row| ranking.ranks[row as usize]).collect::<Vec<u32>>())
         });
         for (ranking, ranks) in rankings.iter_mut().zip(permuted) {

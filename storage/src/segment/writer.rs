@@ -64,7 +64,7 @@ pub fn write_segment_sorting(
     }
     let parts: Vec<&Batch> = parts.iter().copied().filter(|p| p.rows() > 0).collect();
     assert!(!parts.is_empty(), "write_segment_sorting: a segment holds at least one row");
-    write_rows(path, schema, &SegmentRows::sorting(schema, &parts), info, options, faults)
+    write_rows(path, schema, &SegmentRows::sorting(schema, &parts, options.threads), info, options, faults)
 }
 
 fn write_rows(
@@ -337,7 +337,7 @@ fn encode_columns(
             done.push((c, column));
         }
     };
-    let threads = super::parallel::threads();
+    let threads = options.threads.max(1);
     let results: Vec<Result<Vec<(usize, Vec<(ColumnBlockMeta, Vec<u8>)>)>, StorageError>> = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads)
             .map(|_| {
