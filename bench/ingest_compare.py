@@ -139,6 +139,9 @@ class LookbackServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
+        # Each run starts from a quiet disk: the previous run's files (a GB of WAL and segments)
+        # would otherwise still be in writeback, queued ahead of this run's WAL syncs.
+        os.sync()
         self.data_dir.mkdir(parents=True)
         cmd = [
             str(self.binary), "serve",
