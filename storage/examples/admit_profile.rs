@@ -31,5 +31,5 @@ fn main() {
         }
     }
     let per_batch = t.elapsed() / (rounds * encoded.len()) as u32;
-    println!("wal record encode: {per_batch:?} per batch ({} B)", bytes / (rounds as usize * encoded.len()));
+    println!("wal record encode: {per_batch:?} per batch ({} B)", bytes / (rounds * encoded.len()));
 }

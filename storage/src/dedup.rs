@@ -372,7 +372,7 @@ mod tests {
             rng ^= rng << 17;
             // Small key space (with 0) so inserts, repeats and removals all happen often.
             let key = u128::from(rng % 5000) << (step % 3 * 40);
-            if rng % 5 == 0 {
+            if rng.is_multiple_of(5) {
                 assert_eq!(table.remove(key), model.remove(&key), "remove {key}");
             } else {
                 assert_eq!(table.insert(key), model.insert(key), "insert {key}");

@@ -229,7 +229,7 @@ fn write_zeros(file: &File, zeros: &[u8], from: u64, to: u64) -> io::Result<()> 
 fn zero_direct(path: &Path, from: u64, to: u64) -> io::Result<bool> {
     use std::os::unix::fs::OpenOptionsExt;
     let align = DIRECT_IO_ALIGN_BYTES as u64;
-    if from % align != 0 || to % align != 0 {
+    if !from.is_multiple_of(align) || !to.is_multiple_of(align) {
         return Ok(false);
     }
     let file = match File::options().write(true).custom_flags(libc::O_DIRECT).open(path) {

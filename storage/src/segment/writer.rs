@@ -304,8 +304,10 @@ fn write_column_blocks(
     Ok((blocks, metas))
 }
 
+/// One column's blocks: meta (offset unset) and stored bytes.
+type EncodedColumn = Vec<(ColumnBlockMeta, Vec<u8>)>;
 /// Per column, per block: meta (offset unset) and stored bytes.
-type EncodedColumns = Vec<Vec<(ColumnBlockMeta, Vec<u8>)>>;
+type EncodedColumns = Vec<EncodedColumn>;
 
 /// Encodes every block of every column, on up to [`super::parallel::THREADS_MAX`] threads (columns are
 /// independent; the file is then written in order). Why: encoding and compressing is most of
@@ -322,7 +324,7 @@ fn encode_columns(
     compressors: &mut Compressors,
 ) -> Result<EncodedColumns, StorageError> {
     let next_column = std::sync::atomic::AtomicUsize::new(0);
-    let encode_all = |compressors: &mut Compressors| -> Result<Vec<(usize, Vec<(ColumnBlockMeta, Vec<u8>)>)>, StorageError> {
+    let encode_all = |compressors: &mut Compressors| -> Result<Vec<(usize, EncodedColumn)>, StorageError> {
         let mut done = Vec::new();
         loop {
             let c = next_column.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -338,7 +340,7 @@ fn encode_columns(
         }
     };
     let threads = options.threads.max(1);
-    let results: Vec<Result<Vec<(usize, Vec<(ColumnBlockMeta, Vec<u8>)>)>, StorageError>> = std::thread::scope(|scope| {
+    let results: Vec<Result<Vec<(usize, EncodedColumn)>, StorageError>> = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads)
             .map(|_| {
                 scope.spawn(|| {
@@ -354,7 +356,7 @@ fn encode_columns(
         }
         results
     });
-    let mut columns: Vec<Option<Vec<(ColumnBlockMeta, Vec<u8>)>>> = (0..schema.len()).map(|_| None).collect();
+    let mut columns: Vec<Option<EncodedColumn>> = (0..schema.len()).map(|_| None).collect();
     for result in results {
         for (c, column) in result? {
             columns[c] = Some(column);
