@@ -27,6 +27,9 @@ fn main() {
         let t = Instant::now();
         window.insert_batch(&batch, 1_000, |_| fresh += 1);
         let took = t.elapsed();
+        if let Some(pause) = std::env::var("PACE_US").ok().and_then(|s| s.parse::<u64>().ok()) {
+            std::thread::sleep(std::time::Duration::from_micros(pause));
+        }
         if took > std::time::Duration::from_millis(3) {
             println!("slow batch at {fresh} keys: {took:?}");
         }

@@ -184,9 +184,9 @@ struct KeyTable {
     current: Slots,
     /// The table being migrated into `current`, and the next slot to move.
     previous: Option<(Slots, usize)>,
-    /// The doubled table, allocated (and faulted in on a helper thread) once `current` is half
-    /// full, so that growing at 7/10 finds it ready: an admission that had to fault in a fresh
-    /// table itself waited up to 100 ms on page faults.
+    /// The doubled table, allocated (and faulted in on a background thread) once `current` is
+    /// half full, so that growing at 7/10 finds it ready: an admission that had to fault in a
+    /// fresh table itself waited up to 100 ms on page faults.
     next: Option<Slots>,
     /// Distinct non-zero keys (in either table).
     len: usize,

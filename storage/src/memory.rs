@@ -6,10 +6,10 @@
 //! process (an inter-processor interrupt each). Under ingest this cost ~8% of the admission
 //! CPU. `MADV_POPULATE_WRITE` (Linux 5.14+) maps the pages writable up front in one call, about
 //! half the cost of touching them one fault at a time; where unsupported, nothing changes.
-//! It runs on a short-lived helper thread: populating a 256 MiB dedup table takes ~100 ms,
-//! which inline stalled the admission that grew it (the ack latency p99). Racing the owner is
-//! harmless: populating never changes memory contents, pages already present are skipped, and
-//! a range freed meanwhile makes the call fail, which is ignored.
+//! It runs on a background thread ([`worker`]): populating a 256 MiB dedup table takes
+//! ~100 ms, which inline stalled the admission that grew it (the ack latency p99). Racing the
+//! owner is harmless: populating never changes memory contents and pages already present are
+//! skipped; the same thread unmaps dropped tables, after any populate of theirs.
 //!
 //! Mapped tables are advised `MADV_HUGEPAGE`: their probes land at random, and with 4 KiB
 //! pages nearly each one also missed the TLB (on a VM, a two-level page walk). 10 M dedup
@@ -23,35 +23,70 @@ const POPULATE_BYTES_MIN: usize = 1 << 20;
 /// 500 ms. One huge page per call bounds that wait to one page's clearing.
 const POPULATE_CHUNK_BYTES: usize = 2 << 20;
 
-/// Maps the pages under `table` writable soon, on a helper thread. Best effort: errors are
-/// ignored.
+/// Work for the [`worker`] thread, on address ranges of mappings this module created.
+enum Job {
+    /// Populate `[start, end)` writable, a chunk at a time.
+    Populate { start: usize, end: usize },
+    /// Unmap `bytes` at `addr`.
+    Unmap { addr: usize, bytes: usize },
+}
+
+/// The one thread that populates and unmaps tables, in the order asked. Why one long-lived
+/// thread: spawning a thread maps its stack, which takes the process's mmap lock exclusively,
+/// and while a populate was in progress that took 28 ms, inside the admission that dropped a
+/// dedup table. `None` if the thread could not be started.
+fn worker() -> Option<&'static std::sync::mpsc::Sender<Job>> {
+    static WORKER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> = std::sync::OnceLock::new();
+    WORKER
+        .get_or_init(|| {
+            let (sender, jobs) = std::sync::mpsc::channel::<Job>();
+            let spawned = std::thread::Builder::new().name("lookback-memory".into()).spawn(move || {
+                for job in jobs {
+                    run(job);
+                }
+            });
+            spawned.ok().map(|_| sender)
+        })
+        .as_ref()
+}
+
+fn run(job: Job) {
+    match job {
+        Job::Populate { start, end } => {
+            const MADV_POPULATE_WRITE: libc::c_int = 23;
+            for chunk in (start..end).step_by(POPULATE_CHUNK_BYTES) {
+                let len = POPULATE_CHUNK_BYTES.min(end - chunk);
+                // SAFETY: madvise only takes addresses; populating anonymous memory never
+                // changes its contents. The table is unmapped only by a later job.
+                let failed = unsafe { libc::madvise(chunk as *mut libc::c_void, len, MADV_POPULATE_WRITE) } != 0;
+                if failed {
+                    return;
+                }
+            }
+        }
+        // SAFETY: unmaps exactly a mapping created in `ZeroedTable::new`, whose owner was
+        // dropped (nothing borrows it) and handed it over.
+        Job::Unmap { addr, bytes } => unsafe {
+            libc::munmap(addr as *mut libc::c_void, bytes);
+        },
+    }
+}
+
+/// Maps the pages under `table` writable soon, on the [`worker`] thread. Best effort: without
+/// the thread, pages fault in on first use as they would anyway.
 fn populate<T>(table: &mut [T]) {
     let bytes = std::mem::size_of_val(table);
     if bytes < POPULATE_BYTES_MIN {
         return;
     }
-    #[cfg(target_os = "linux")]
-    {
-        const MADV_POPULATE_WRITE: libc::c_int = 23;
-        // SAFETY: sysconf has no memory effects.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
-        let start = (table.as_mut_ptr() as usize).next_multiple_of(page);
-        let end = (table.as_mut_ptr() as usize + bytes) / page * page;
-        if end > start {
-            let spawned = std::thread::Builder::new().name("lookback-populate".into()).spawn(move || {
-                for chunk in (start..end).step_by(POPULATE_CHUNK_BYTES) {
-                    let len = POPULATE_CHUNK_BYTES.min(end - chunk);
-                    // SAFETY: madvise only takes addresses; populating anonymous memory never
-                    // changes its contents, and a range no longer mapped (the table was freed)
-                    // makes the call fail without effect.
-                    let failed = unsafe { libc::madvise(chunk as *mut libc::c_void, len, MADV_POPULATE_WRITE) } != 0;
-                    if failed {
-                        return;
-                    }
-                }
-            });
-            // No thread, no populating: the pages fault in on first use as they would anyway.
-            drop(spawned);
+    // SAFETY: sysconf has no memory effects.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
+    let start = (table.as_mut_ptr() as usize).next_multiple_of(page);
+    let end = (table.as_mut_ptr() as usize + bytes) / page * page;
+    if end > start {
+        if let Some(worker) = worker() {
+            // A send fails only if the worker is gone; then nothing is populated.
+            let _ = worker.send(Job::Populate { start, end });
         }
     }
 }
@@ -139,18 +174,18 @@ impl<T: Zeroable> ZeroedTable<T> {
 }
 
 impl<T: Zeroable> Drop for ZeroedTable<T> {
-    /// Unmaps a mapped table on a short-lived helper thread: an unmap takes the process's mmap
-    /// lock exclusively and waits for every holder (a populate in progress, page faults), and
-    /// the table is dropped by whoever finished with it, such as an admission.
+    /// Unmaps a mapped table on the [`worker`] thread: an unmap takes the process's mmap lock
+    /// exclusively and waits for every holder (a populate in progress, page faults), and the
+    /// table is dropped by whoever finished with it, such as an admission.
     fn drop(&mut self) {
         if let Storage::Mapped { ptr, len } = &self.storage {
             let (addr, bytes) = (ptr.as_ptr() as usize, len * std::mem::size_of::<T>());
-            // SAFETY: unmaps exactly the mapping created in `new`, which nothing borrows now
-            // (self is being dropped and the slices it handed out borrowed it).
-            let unmap = move || unsafe { libc::munmap(addr as *mut libc::c_void, bytes) };
-            let spawned = std::thread::Builder::new().name("lookback-unmap".into()).spawn(unmap);
-            if spawned.is_err() {
-                unmap();
+            let job = Job::Unmap { addr, bytes };
+            let sent = worker().map(|w| w.send(job));
+            if let None | Some(Err(_)) = sent {
+                // SAFETY: unmaps exactly the mapping created in `new`, which nothing borrows
+                // now (self is being dropped).
+                unsafe { libc::munmap(addr as *mut libc::c_void, bytes) };
             }
         }
     }
