@@ -1,5 +1,7 @@
 //! Times the dedup window's batch inserts of random keys as admission does them (10,000-key
 //! batches): `cargo run --release -p lookback-storage --example dedup_profile -- [keys]`.
+//! With `PACE_US=N` it sleeps N µs after each batch (10,000 = 1 M keys/s, an admission's pace),
+//! which leaves background population of the next table the time it has in a server.
 
 use lookback_storage::dedup::DedupWindow;
 use std::time::Instant;
