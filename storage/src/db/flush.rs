@@ -41,7 +41,7 @@ pub(super) fn wake_flusher(inner: &Inner) {
 
 fn flusher_loop(inner: &Inner) {
     set_thread_priority(false, FLUSH_THREAD_NICE);
-    let mut priority = FlushPriority { urgent: true };
+    let mut urgency = FlushUrgency { urgent: true };
     let interval = Duration::from_millis(inner.options.flush_interval_ms.max(10));
     let tick = interval.min(Duration::from_millis(500));
     loop {
@@ -56,7 +56,7 @@ fn flusher_loop(inner: &Inner) {
             return;
         }
         for (table, freeze_active) in tables_due(inner, interval) {
-            if let Err(e) = flush_table(inner, &table, freeze_active, Some(&mut priority)) {
+            if let Err(e) = flush_table(inner, &table, freeze_active, Some(&mut urgency)) {
                 inner.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(table, error = %e, "flush failed; data stays in memory and the WAL, retrying");
                 std::thread::sleep(tick);
@@ -76,7 +76,7 @@ const COMPACTION_THREAD_NICE: i32 = 10;
 /// wait on) goes first; memory_bytes_max stops admission when flushing does not keep up.
 const FLUSH_THREAD_NICE: i32 = 5;
 /// Memtables (active and frozen) above this share of memory_bytes_max, in percent, make the
-/// next flush use more than one thread ([`FlushPriority`]).
+/// next flush use more than one thread ([`FlushUrgency`]).
 const FLUSH_URGENT_MEMORY_PERCENT: usize = 50;
 
 /// How the flusher uses the CPU, chosen before each flush. Why: a flush is seconds of CPU, and
@@ -86,12 +86,12 @@ const FLUSH_URGENT_MEMORY_PERCENT: usize = 50;
 /// core to admission, while memtables hold less than
 /// [`FLUSH_URGENT_MEMORY_PERCENT`] of memory_bytes_max; above it flushing is behind, producers
 /// will soon wait on it, and it uses every thread the segment writer may.
-struct FlushPriority {
+struct FlushUrgency {
     urgent: bool,
 }
 
-impl FlushPriority {
-    fn choose(&mut self, inner: &Inner) {
+impl FlushUrgency {
+    fn judge(&mut self, inner: &Inner) {
         let used = super::memory_bytes(&inner.state.lock());
         self.urgent = used * 100 > inner.options.memory_bytes_max.saturating_mul(FLUSH_URGENT_MEMORY_PERCENT);
     }
@@ -188,8 +188,8 @@ pub(super) fn flush_all(inner: &Inner) -> Result<(), DbError> {
 }
 
 /// Flushes every frozen memtable of `table`, oldest first, after freezing the active one too
-/// when `freeze_active`. The flusher thread passes its `priority`, chosen before each flush.
-fn flush_table(inner: &Inner, table: &str, freeze_active: bool, mut priority: Option<&mut FlushPriority>) -> Result<(), DbError> {
+/// when `freeze_active`. The flusher thread passes its `urgency`, judged before each flush.
+fn flush_table(inner: &Inner, table: &str, freeze_active: bool, mut urgency: Option<&mut FlushUrgency>) -> Result<(), DbError> {
     let _flush = inner.flush_lock.lock();
     let frozen: Vec<Arc<Memtable>> = {
         let mut state = inner.state.lock();
@@ -201,10 +201,10 @@ fn flush_table(inner: &Inner, table: &str, freeze_active: bool, mut priority: Op
         t.frozen.clone()
     };
     for m in frozen {
-        let threads = match priority.as_deref_mut() {
-            Some(priority) => {
-                priority.choose(inner);
-                priority.threads(inner)
+        let threads = match urgency.as_deref_mut() {
+            Some(urgency) => {
+                urgency.judge(inner);
+                urgency.threads(inner)
             }
             None => inner.options.flush_segment.threads,
         };
