@@ -414,18 +414,22 @@ def markdown(results: dict) -> str:
              "|---|---:|---:|---:|---:|"]
     lookback = results.get("lookback")
     if lookback:
+        def row(label: str, events_per_s, p50, p99, bytes_per_event=None) -> str:
+            rate = "" if events_per_s is None else fmt(events_per_s)
+            bytes_cell = "" if bytes_per_event is None else fmt(bytes_per_event)
+            return f"| {label} | {rate} | {fmt(p50)} | {fmt(p99)} | {bytes_cell} |"
+
         mx, half = lookback["max_rate"], lookback["half_rate"]
-        lines.append(f"| Lookback (max rate) | {fmt(mx['events_per_s'])} | {fmt(mx['ack_p50_ms'])} "
-                     f"| {fmt(mx['ack_p99_ms'])} | {fmt(mx.get('bytes_on_disk_per_event'))} |")
-        lines.append(f"| Lookback (half rate) | {fmt(half['events_per_s'])} | {fmt(half['ack_p50_ms'])} "
-                     f"| {fmt(half['ack_p99_ms'])} | |")
+        lines.append(row("Lookback (max rate)", mx["events_per_s"], mx["ack_p50_ms"], mx["ack_p99_ms"],
+                         mx.get("bytes_on_disk_per_event")))
+        lines.append(row("Lookback (half rate)", half["events_per_s"], half["ack_p50_ms"], half["ack_p99_ms"]))
         if half.get("ack_p99_ms_after_warmup") is not None:
-            lines.append(f"| Lookback (half rate, batches sent after {fmt(half['warmup_seconds'])} s) | "
-                         f"| {fmt(half['ack_p50_ms_after_warmup'])} | {fmt(half['ack_p99_ms_after_warmup'])} | |")
+            lines.append(row(f"Lookback (half rate, batches sent after {fmt(half['warmup_seconds'])} s)", None,
+                             half["ack_p50_ms_after_warmup"], half["ack_p99_ms_after_warmup"]))
         sustained = lookback.get("sustained")
         if sustained:
-            lines.append(f"| Lookback (max rate, {sustained['events']:,} events) | {fmt(sustained['events_per_s'])} "
-                         f"| {fmt(sustained['ack_p50_ms'])} | {fmt(sustained['ack_p99_ms'])} | |")
+            lines.append(row(f"Lookback (max rate, {sustained['events']:,} events)", sustained["events_per_s"],
+                             sustained["ack_p50_ms"], sustained["ack_p99_ms"]))
     ch = results.get("clickhouse")
     if ch:
         lines.append(f"| ClickHouse (chdb, INSERT from CSV) | {fmt(ch['events_per_s'])} | n/a | n/a "

@@ -69,23 +69,25 @@ impl Default for DecodeLimits {
 }
 
 pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
+    put_batch_header(batch, out);
+    for col in batch.columns() {
+        encode_column(col, out);
+    }
+}
+
+/// Rows (u32), columns (u16) and a reserved u16, little-endian (docs/ingest-protocol.md §6).
+fn put_batch_header(batch: &Batch, out: &mut Vec<u8>) {
     let rows = u32::try_from(batch.rows()).expect("batch rows exceed u32::MAX");
     out.extend_from_slice(&rows.to_le_bytes());
     out.extend_from_slice(&(batch.columns().len() as u16).to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
-    for col in batch.columns() {
-        encode_column(col, out);
-    }
 }
 
 /// [`encode_batch`], with every plain text column that repeats enough values written as a
 /// dictionary (the form producers should send: smaller on the wire and in the WAL, and the
 /// server decodes and flushes each distinct value once).
 pub fn encode_batch_compact(batch: &Batch, out: &mut Vec<u8>) {
-    let rows = u32::try_from(batch.rows()).expect("batch rows exceed u32::MAX");
-    out.extend_from_slice(&rows.to_le_bytes());
-    out.extend_from_slice(&(batch.columns().len() as u16).to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
+    put_batch_header(batch, out);
     for col in batch.columns() {
         let dictionary = match &col.values {
             ColumnValues::Text(t) => t.to_dictionary(col.validity.as_deref()),

@@ -18,15 +18,27 @@ pub(crate) fn threads() -> usize {
 /// `f(0), ..., f(n - 1)`, computed by up to `threads` threads (at least one: the caller)
 /// claiming indexes in order.
 pub(crate) fn map<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    map_with(n, threads, || (), |(), i| f(i))
+}
+
+/// [`map`] where each thread first makes its own `state` (a compression context, say) and
+/// passes it to every `f` it runs.
+pub(crate) fn map_with<S, T: Send>(
+    n: usize,
+    threads: usize,
+    state: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize) -> T + Sync,
+) -> Vec<T> {
     let next = AtomicUsize::new(0);
     let work = || {
+        let mut own = state();
         let mut done = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= n {
                 return done;
             }
-            done.push((i, f(i)));
+            done.push((i, f(&mut own, i)));
         }
     };
     let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();

@@ -90,7 +90,7 @@ fn write_rows(
         .map_err(|e| StorageError::io(context("start zstd"), e))?;
     let (dictionaries, with_codes) = write_dictionaries(&mut out, schema, rows, &mut compressors)?;
     let (blocks, column_blocks) =
-        write_column_blocks(&mut out, schema, rows, options, &with_codes, &mut compressors)?;
+        write_column_blocks(&mut out, schema, rows, options, &with_codes)?;
     let index_start = out.written;
     let bitmaps = write_bitmaps(&mut out, rows.bitmaps(schema), &mut compressors)?;
     let index_bytes = out.written - index_start;
@@ -283,12 +283,11 @@ fn write_column_blocks(
     rows: &SegmentRows<'_>,
     options: &SegmentWriteOptions,
     with_codes: &[bool],
-    compressors: &mut Compressors,
 ) -> Result<(Vec<BlockMeta>, Vec<ColumnBlockMeta>), StorageError> {
     let total = rows.rows();
     let ranges: Vec<std::ops::Range<usize>> =
         (0..total).step_by(options.block_rows).map(|start| start..(start + options.block_rows).min(total)).collect();
-    let encoded = encode_columns(out.path, schema, rows, options, with_codes, &ranges, compressors)?;
+    let encoded = encode_columns(out.path, schema, rows, options, with_codes, &ranges)?;
     let mut blocks = Vec::with_capacity(ranges.len());
     let mut metas = Vec::with_capacity(ranges.len() * schema.len());
     for (b, range) in ranges.iter().enumerate() {
@@ -309,11 +308,10 @@ type EncodedColumn = Vec<(ColumnBlockMeta, Vec<u8>)>;
 /// Per column, per block: meta (offset unset) and stored bytes.
 type EncodedColumns = Vec<EncodedColumn>;
 
-/// Encodes every block of every column, on up to [`super::parallel::THREADS_MAX`] threads (columns are
-/// independent; the file is then written in order). Why: encoding and compressing is most of
-/// a flush, and a flush that keeps one core busy for seconds while the other idles makes the
-/// last producers wait for the memtable backlog. Helper threads inherit the caller's CPU
-/// priority (the flush's nice level, compaction's SCHED_IDLE).
+/// Encodes every block of every column, on up to `options.threads` threads, each with its own
+/// zstd contexts (columns are independent; the file is then written in order). Why: encoding
+/// and compressing is most of a flush, and a flush that keeps one core busy for seconds while
+/// the other idles makes the last producers wait for the memtable backlog.
 fn encode_columns(
     path: &Path,
     schema: &Schema,
@@ -321,48 +319,23 @@ fn encode_columns(
     options: &SegmentWriteOptions,
     with_codes: &[bool],
     ranges: &[std::ops::Range<usize>],
-    compressors: &mut Compressors,
 ) -> Result<EncodedColumns, StorageError> {
-    let next_column = std::sync::atomic::AtomicUsize::new(0);
-    let encode_all = |compressors: &mut Compressors| -> Result<Vec<(usize, EncodedColumn)>, StorageError> {
-        let mut done = Vec::new();
-        loop {
-            let c = next_column.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(def) = schema.columns.get(c) else { return Ok(done) };
-            let mut column = Vec::with_capacity(ranges.len());
-            for (b, range) in ranges.iter().enumerate() {
-                let (slice, codes) = rows.block(c, range.clone(), with_codes[c]);
-                let encoded = encode_column_block(&slice, def.ty, options, codes.as_deref(), compressors)
-                    .map_err(|e| StorageError::io(format!("{}: write block {b} column {}", path.display(), def.name), e))?;
-                column.push(encoded);
-            }
-            done.push((c, column));
+    let start_zstd = || Compressors::new(options.zstd_level);
+    let encode_column = |compressors: &mut io::Result<Compressors>, c: usize| -> Result<EncodedColumn, StorageError> {
+        let compressors = compressors.as_mut().map_err(|e| {
+            StorageError::io(format!("{}: start zstd", path.display()), io::Error::new(e.kind(), e.to_string()))
+        })?;
+        let def = &schema.columns[c];
+        let mut column = Vec::with_capacity(ranges.len());
+        for (b, range) in ranges.iter().enumerate() {
+            let (slice, codes) = rows.block(c, range.clone(), with_codes[c]);
+            let encoded = encode_column_block(&slice, def.ty, options, codes.as_deref(), compressors)
+                .map_err(|e| StorageError::io(format!("{}: write block {b} column {}", path.display(), def.name), e))?;
+            column.push(encoded);
         }
+        Ok(column)
     };
-    let threads = options.threads.max(1);
-    let results: Vec<Result<Vec<(usize, EncodedColumn)>, StorageError>> = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut own = Compressors::new(options.zstd_level)
-                        .map_err(|e| StorageError::io(format!("{}: start zstd", path.display()), e))?;
-                    encode_all(&mut own)
-                })
-            })
-            .collect();
-        let mut results = vec![encode_all(compressors)];
-        for helper in helpers {
-            results.push(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        }
-        results
-    });
-    let mut columns: Vec<Option<EncodedColumn>> = (0..schema.len()).map(|_| None).collect();
-    for result in results {
-        for (c, column) in result? {
-            columns[c] = Some(column);
-        }
-    }
-    Ok(columns.into_iter().map(|c| c.expect("every column is claimed by one worker")).collect())
+    super::parallel::map_with(schema.len(), options.threads, start_zstd, encode_column).into_iter().collect()
 }
 
 /// Encodes one column block; returns its meta (offset unset) and its stored bytes.
