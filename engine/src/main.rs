@@ -4,6 +4,7 @@ mod config;
 mod demo;
 mod dump;
 mod faults_env;
+mod heap;
 mod http;
 mod ingest_sink;
 mod metrics;
@@ -47,6 +48,9 @@ enum Command {
         /// Load a small demo dataset when the events table is empty.
         #[arg(long)]
         demo: bool,
+        /// Memory to pre-fault at start-up, in MiB (config: memory_prefault_bytes; 0: off).
+        #[arg(long)]
+        memory_prefault_mib: Option<usize>,
     },
     /// Print a table's rows as JSON lines (the server must be stopped).
     Dump {
@@ -69,29 +73,36 @@ fn init_logging(format: &str) {
     }
 }
 
-/// mimalloc's `purge_delay` option (milliseconds before freed memory is returned to the OS).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-/// Keep freed memory this long: under sustained ingest the same amount is allocated again
-/// within a flush interval, and memory the OS must fault in anew is slow (each first touch of a
-/// page costs a fault and a clear; on the VMs measured here ~2.7 s per GiB).
-const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 30_000;
 // Transparent huge pages stay enabled (an earlier build turned them off with PR_SET_THP_DISABLE):
 // measured side by side on a fresh server, 10 M events, they cut page faults from ~670,000 to
 // ~11,000, server CPU from 13-15 s to 11-12 s, and ack p50 at 650 k events/s from ~6 to 3.8 ms.
 // On a VM every TLB miss walks two page tables, and the dedup window is probed at random.
 
+/// Pre-faults the heap (see [`heap`]) while the process is still single-threaded.
+fn prefault_heap(bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    heap::keep_freed_memory(true);
+    match heap::prefault(bytes) {
+        Ok(done) => tracing::info!(mib = done.bytes >> 20, arenas = done.arenas, ms = done.elapsed.as_millis() as u64, "pre-faulted the heap"),
+        Err(reason) => tracing::warn!(reason, "heap not pre-faulted; first touches of memory will be slower"),
+    }
+}
+
 fn main() -> Result<()> {
-    // SAFETY: sets a process-wide allocator option before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS) };
+    heap::keep_freed_memory(false);
     match Cli::parse().command {
-        Command::Serve { config, data_dir, ingest_addr, pg_addr, http_addr, log_format, demo } => {
+        Command::Serve { config, data_dir, ingest_addr, pg_addr, http_addr, log_format, demo, memory_prefault_mib } => {
             let mut c = config::Config::load(config.as_deref())?;
             c.data_dir = data_dir.unwrap_or(c.data_dir);
             c.ingest_addr = ingest_addr.unwrap_or(c.ingest_addr);
             c.pg_addr = pg_addr.unwrap_or(c.pg_addr);
             c.http_addr = http_addr.unwrap_or(c.http_addr);
             c.log_format = log_format.unwrap_or(c.log_format);
+            c.memory_prefault_bytes = memory_prefault_mib.map_or(c.memory_prefault_bytes, |mib| mib << 20);
             init_logging(&c.log_format);
+            prefault_heap(c.memory_prefault_bytes);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("lookback").build()?;
             runtime.block_on(server::serve(c, demo))
         }

@@ -62,6 +62,13 @@ impl Server {
     }
 
     /// Sends SIGTERM and returns the exit status (use `terminate` to also assert success).
+    /// The server process's resident memory (VmRSS), in KiB.
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("read /proc/PID/status");
+        let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS line");
+        line.trim().trim_end_matches("kB").trim().parse().expect("VmRSS in kB")
+    }
+
     pub fn sigterm(mut self) -> std::process::ExitStatus {
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -96,6 +103,10 @@ pub fn serve_command(data_dir: &Path, ingest_addr: &str, http_addr: &str, extra:
     let pg_addr = format!("127.0.0.1:{}", free_port());
     let mut args = vec!["serve", "--data-dir", data_dir.to_str().unwrap(), "--ingest-addr", ingest_addr];
     args.extend(["--http-addr", http_addr, "--pg-addr", &pg_addr]);
+    // Tests run many servers at once: none pre-faults its heap unless a test asks.
+    if !extra.contains(&"--memory-prefault-mib") {
+        args.extend(["--memory-prefault-mib", "0"]);
+    }
     args.extend(extra);
     let mut command = Command::new(lookback_bin());
     command.args(&args).env("LOOKBACK_LOG", "info").env_remove("LOOKBACK_FAULTS");

@@ -16,7 +16,11 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(30);
 #[test]
 fn demo_metrics_flush_sigterm_and_restart() {
     let site = Site::new();
-    let server = site.start(&["--demo"]);
+    let server = site.start(&["--demo", "--memory-prefault-mib", "256"]);
+    let log = std::fs::read_to_string(site.data_dir.with_extension("log")).unwrap();
+    assert!(log.contains("pre-faulted the heap"), "start-up log:\n{log}");
+    let rss_kb = server.rss_kb();
+    assert!(rss_kb >= 256 << 10, "a pre-faulted heap is resident: VmRSS {rss_kb} kB");
 
     let (status, body) = http(&site.http_addr, "GET", "/health");
     assert_eq!((status, body.contains("\"ok\"")), (200, true), "health: {body}");

@@ -20,7 +20,7 @@ use ahash::AHasher;
 use lookback_common::{Column, ColumnValues};
 use std::collections::VecDeque;
 use std::hash::Hasher;
-use crate::memory::ZeroedTable;
+use crate::memory::{PreparedTable, ZeroedTable};
 
 pub const GENERATIONS: usize = 4;
 /// Keys a new generation is sized for at least (32 MiB of table).
@@ -70,6 +70,10 @@ pub struct DedupWindow {
     entries_max: usize,
     /// Front = newest. Each entry: (generation start, keys).
     generations: VecDeque<(u64, KeyTable)>,
+    /// Slots for the next generation, made ahead on the memory thread so that the admission
+    /// that starts a generation does not clear a table itself (the first one is asked for
+    /// when the window is created, before any batch arrives).
+    spare: Option<PreparedTable<u128>>,
     entries: usize,
     pub evicted_early: u64,
 }
@@ -77,7 +81,8 @@ pub struct DedupWindow {
 impl DedupWindow {
     pub fn new(window_ms: u64, entries_max: usize) -> DedupWindow {
         let generation_ms = (window_ms / (GENERATIONS as u64 - 1)).max(1);
-        DedupWindow { generation_ms, entries_max, generations: VecDeque::new(), entries: 0, evicted_early: 0 }
+        let spare = Some(ZeroedTable::prepare(KeyTable::slots_for(GENERATION_CAPACITY_MIN.min(entries_max))));
+        DedupWindow { generation_ms, entries_max, generations: VecDeque::new(), spare, entries: 0, evicted_early: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -153,7 +158,12 @@ impl DedupWindow {
             // Size the new set like the last one so a busy window does not rehash its way up.
             let previous = self.generations.front().map_or(0, |(_, set)| set.len());
             let capacity = previous.max(GENERATION_CAPACITY_MIN).min(self.entries_max);
-            self.generations.push_front((now_ms, KeyTable::with_capacity(capacity)));
+            let slots = KeyTable::slots_for(capacity);
+            let table = match self.spare.take() {
+                Some(spare) if spare.len() == slots => KeyTable::with_slots(Slots::from_table(spare.take())),
+                _ => KeyTable::with_capacity(capacity),
+            };
+            self.generations.push_front((now_ms, table));
         }
         // A generation takes keys for `generation_ms` from its start, so once it is
         // `GENERATIONS * generation_ms` old each of its keys was held for the whole window.
@@ -184,10 +194,10 @@ struct KeyTable {
     current: Slots,
     /// The table being migrated into `current`, and the next slot to move.
     previous: Option<(Slots, usize)>,
-    /// The doubled table, allocated (and faulted in on a background thread) once `current` is
-    /// half full, so that growing at 7/10 finds it ready: an admission that had to fault in a
-    /// fresh table itself waited up to 100 ms on page faults.
-    next: Option<Slots>,
+    /// The doubled table, asked of the memory thread once `current` is half full, so that
+    /// growing at 7/10 finds it ready: an admission that had to fault in a fresh table itself
+    /// waited up to 100 ms on page faults.
+    next: Option<PreparedTable<u128>>,
     /// Distinct non-zero keys (in either table).
     len: usize,
     has_zero: bool,
@@ -198,9 +208,17 @@ struct KeyTable {
 const MIGRATE_SLOTS_PER_INSERT: usize = 2;
 
 impl KeyTable {
+    /// Slots for `keys` keys under the load limit.
+    fn slots_for(keys: usize) -> usize {
+        (keys.max(16) * 10 / 7).next_power_of_two()
+    }
+
     fn with_capacity(keys: usize) -> KeyTable {
-        let slots = (keys.max(16) * 10 / 7).next_power_of_two();
-        KeyTable { current: Slots::new(slots), previous: None, next: None, len: 0, has_zero: false }
+        KeyTable::with_slots(Slots::new(KeyTable::slots_for(keys)))
+    }
+
+    fn with_slots(current: Slots) -> KeyTable {
+        KeyTable { current, previous: None, next: None, len: 0, has_zero: false }
     }
 
     fn len(&self) -> usize {
@@ -238,7 +256,7 @@ impl KeyTable {
         self.current.used += 1;
         self.len += 1;
         if self.current.used * 2 > self.current.slots.len() && self.next.is_none() {
-            self.next = Some(Slots::new(self.current.slots.len() * 2));
+            self.next = Some(ZeroedTable::prepare(self.current.slots.len() * 2));
         }
         if self.current.used * 10 > self.current.slots.len() * 7 {
             self.grow();
@@ -248,7 +266,10 @@ impl KeyTable {
 
     fn grow(&mut self) {
         self.migrate(usize::MAX);
-        let doubled = self.next.take().unwrap_or_else(|| Slots::new(self.current.slots.len() * 2));
+        let doubled = match self.next.take() {
+            Some(next) => Slots::from_table(next.take()),
+            None => Slots::new(self.current.slots.len() * 2),
+        };
         assert_eq!(doubled.slots.len(), self.current.slots.len() * 2);
         self.previous = Some((std::mem::replace(&mut self.current, doubled), 0));
     }
@@ -301,8 +322,13 @@ struct Slots {
 
 impl Slots {
     fn new(slots: usize) -> Slots {
-        assert!(slots.is_power_of_two());
-        Slots { slots: ZeroedTable::new(slots), bits: slots.trailing_zeros(), used: 0 }
+        Slots::from_table(ZeroedTable::new(slots))
+    }
+
+    fn from_table(slots: ZeroedTable<u128>) -> Slots {
+        assert!(slots.len().is_power_of_two());
+        let bits = slots.len().trailing_zeros();
+        Slots { slots, bits, used: 0 }
     }
 
     fn home(&self, key: u128) -> usize {

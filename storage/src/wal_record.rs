@@ -29,7 +29,13 @@ pub struct RecordHeader<'a> {
 }
 
 pub fn encode(table: &str, producer_id: u64, seq: u64, ingest_unix_ms: u64, batch: &Batch) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32 + table.len() + batch.heap_bytes() + batch.columns().len() * 8);
+    encode_into(Vec::new(), table, producer_id, seq, ingest_unix_ms, batch)
+}
+
+/// [`encode`] into `out` (cleared first), so a buffer can be reused.
+pub fn encode_into(mut out: Vec<u8>, table: &str, producer_id: u64, seq: u64, ingest_unix_ms: u64, batch: &Batch) -> Vec<u8> {
+    out.clear();
+    out.reserve(32 + table.len() + batch.heap_bytes() + batch.columns().len() * 8);
     out.push(KIND_BATCH);
     out.push(0);
     lookback_common::bytes::put_bytes_u16_len(&mut out, table.as_bytes());

@@ -12,7 +12,7 @@
 //! 32-byte header and packed records; see [`mod@format`] for byte layouts and the `recovery`
 //! module for how a torn tail is told from corruption. `docs/format.md` has the same with diagrams.
 //!
-//! Crate layout: `options` (configuration, limits), `format` (pure encode/decode), `io`
+//! Crate layout: `buffers` (payload buffers reused across appends), `options` (configuration, limits), `format` (pure encode/decode), `io`
 //! (pwrite and io_uring backends behind one trait), `segment_files` (naming, durable file
 //! operations), `prepare` (background zeroing of the next segment), `recycle` (old segments
 //! kept for reuse), `recovery`, `queue` (bounded append queue), `writer` (group commit thread),
@@ -21,6 +21,7 @@
 //! Not here: what payloads mean (the storage layer decodes batches), and the checkpoint LSN's
 //! own durability (the storage manifest records it and passes it to [`Wal::open`]).
 
+mod buffers;
 mod checkpoint;
 mod direct;
 mod durable;
@@ -37,6 +38,7 @@ mod stats;
 mod wal;
 mod writer;
 
+pub use buffers::{PAYLOAD_BUFFERS_MAX, PAYLOAD_BUFFER_BYTES_MAX};
 pub use error::WalError;
 pub use io::io_uring_available;
 pub use lookback_common::Lsn;

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use lookback_common::Lsn;
 use parking_lot::Mutex;
 
+use crate::buffers::PayloadBuffers;
 use crate::checkpoint::LiveSegments;
 use crate::durable::DurableLsn;
 use crate::error::WalError;
@@ -33,6 +34,7 @@ pub struct Wal {
     segments: Arc<LiveSegments>,
     pool: Arc<RecyclePool>,
     preparer: Arc<Preparer>,
+    buffers: Arc<PayloadBuffers>,
     backend: IoBackendKind,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Serializes checkpoints, so retirements happen strictly oldest first.
@@ -97,6 +99,7 @@ impl Wal {
         let durable = Arc::new(DurableLsn::new(next_lsn - 1));
         let stats = Arc::new(StatsCounters::default());
         let segments = Arc::new(LiveSegments::new(segments));
+        let buffers = Arc::new(PayloadBuffers::default());
         let writer = Writer {
             queue: Arc::clone(&queue),
             durable: Arc::clone(&durable),
@@ -109,6 +112,7 @@ impl Wal {
             last_lsn: next_lsn - 1,
             buf: Vec::new(),
             direct: Default::default(),
+            buffers: Arc::clone(&buffers),
         };
         let handle = std::thread::Builder::new().name("lookback-wal-writer".into()).spawn(move || writer.run_guarded());
         let handle = match handle {
@@ -127,6 +131,7 @@ impl Wal {
             segments,
             pool,
             preparer,
+            buffers,
             backend,
             writer: Mutex::new(Some(handle)),
             checkpointing: Mutex::new(()),
@@ -139,6 +144,12 @@ impl Wal {
             return Err(WalError::RecordTooLarge { bytes: payload.len(), max: self.options.record_bytes_max });
         }
         self.queue.push(payload, on_durable)
+    }
+
+    /// An empty buffer to encode the next [`Self::append`]'s payload into: one the writer
+    /// finished with if any is free (see the `buffers` module for why), else a new one.
+    pub fn payload_buffer(&self) -> Vec<u8> {
+        self.buffers.take()
     }
 
     pub fn durable_lsn(&self) -> Lsn {

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use lookback_common::Lsn;
 
+use crate::buffers::PayloadBuffers;
 use crate::checkpoint::LiveSegments;
 use crate::direct::DirectWrites;
 use crate::durable::DurableLsn;
@@ -63,6 +64,8 @@ pub struct Writer {
     pub last_lsn: Lsn,
     pub buf: Vec<u8>,
     pub direct: DirectWrites,
+    /// Where written payloads go back for reuse by [`crate::Wal::payload_buffer`].
+    pub buffers: Arc<PayloadBuffers>,
 }
 
 impl Writer {
@@ -175,7 +178,8 @@ impl Writer {
         self.stats.record_durable(group.len() as u64);
         self.queue.release(group_bytes);
         self.durable.publish(last);
-        for pending in group {
+        for mut pending in group {
+            self.buffers.give(std::mem::take(&mut pending.payload));
             run_callback(pending, Ok(()));
         }
     }

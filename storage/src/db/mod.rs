@@ -319,7 +319,7 @@ fn admit(
         None => batch,
     };
     let accepted = batch.rows();
-    let payload = wal_record::encode(table, producer_id, seq, now_ms, &batch);
+    let payload = wal_record::encode_into(inner.wal.payload_buffer(), table, producer_id, seq, now_ms, &batch);
     let waiter_inner = inner.clone();
     let appended = inner.wal.append(
         payload,
