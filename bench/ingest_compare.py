@@ -10,11 +10,15 @@ What is measured
   --batch events per batch, 2 batches in flight each) -> events/s and per-batch ack latency
   p50/p99 (ack = durable); then POST /admin/compact and GET /admin/storage -> bytes per event
   on disk, total and per column.
-- Lookback, run 2 (fresh server): the same events paced at half the measured maximum rate ->
-  ack p50/p99 at half load, over the whole run and over batches sent after --warmup-seconds.
-  To bound the run time it sends at most half_rate * --half-rate-seconds events (default 30 s).
-- Lookback, run 3 (fresh server, unless --sustained-events 0): maximum rate with more events than
-  the memtable backlog (memory_bytes_max) can absorb, so flushing sets the rate.
+- Lookback, run 2 (fresh server, unless --sustained-events 0): maximum rate with more events than
+  the memtable backlog (memory_bytes_max) can absorb, so flushing sets the rate: the maximum
+  rate the server sustains. Run 1's rate is a burst: its events fit in memory.
+- Lookback, run 3 (fresh server): the same events paced at half the maximum sustained rate (run
+  2; run 1's rate with --sustained-events 0) -> ack p50/p99 at half load, over the whole run and
+  over batches sent after --warmup-seconds. To bound the run time it sends at most
+  half_rate * --half-rate-seconds events (default 30 s).
+- Lookback, run 4 (fresh server, unless run 2 was skipped): the same at half the burst rate of
+  run 1, for comparison (that pace is close to what flushing sustains, so latency queues).
 - ClickHouse (embedded chdb, MergeTree, every column CODEC(ZSTD), the DDL is printed):
   INSERT of the CSV file, OPTIMIZE TABLE FINAL, then bytes from system.parts (active parts) and
   system.columns. Its events/s is a bulk file load inside the process: no network, no
@@ -231,16 +235,7 @@ def bench_lookback(args, workdir: Path) -> dict:
         max_run = run_ingest(args.bench_bin, server, args, args.events, None, True, "lookback max rate")
     finally:
         server.stop()
-    half_rate = max_run["events_per_s"] / 2
-    half_events = int(min(args.events, max(half_rate * args.half_rate_seconds, args.batch)))
-    server = LookbackServer(args.lookback_bin, workdir, "lookback-half")
-    try:
-        server.start()
-        half_run = run_ingest(args.bench_bin, server, args, half_events, half_rate, False,
-                              "lookback half rate", args.warmup_seconds)
-    finally:
-        server.stop()
-    results = {"max_rate": max_run, "half_rate": half_run, "half_rate_target_events_per_s": half_rate}
+    results = {"max_rate": max_run}
     if args.sustained_events > 0:
         server = LookbackServer(args.lookback_bin, workdir, "lookback-sustained")
         try:
@@ -249,7 +244,26 @@ def bench_lookback(args, workdir: Path) -> dict:
                                               False, "lookback sustained max rate")
         finally:
             server.stop()
+    sustained = results.get("sustained")
+    half_rate = (sustained or max_run)["events_per_s"] / 2
+    results["half_rate"] = run_paced(args, workdir, "lookback-half", half_rate)
+    results["half_rate_target_events_per_s"] = half_rate
+    if sustained:
+        burst_half = max_run["events_per_s"] / 2
+        results["half_burst_rate"] = run_paced(args, workdir, "lookback-half-burst", burst_half)
     return results
+
+
+def run_paced(args, workdir: Path, name: str, rate: float) -> dict:
+    """A fresh server fed the same events paced at `rate` events/s."""
+    events = int(min(args.events, max(rate * args.half_rate_seconds, args.batch)))
+    server = LookbackServer(args.lookback_bin, workdir, name)
+    try:
+        server.start()
+        return run_ingest(args.bench_bin, server, args, events, rate, False, f"{name} at {rate:,.0f} events/s",
+                          args.warmup_seconds)
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,16 +434,20 @@ def markdown(results: dict) -> str:
             return f"| {label} | {rate} | {fmt(p50)} | {fmt(p99)} | {bytes_cell} |"
 
         mx, half = lookback["max_rate"], lookback["half_rate"]
-        lines.append(row("Lookback (max rate)", mx["events_per_s"], mx["ack_p50_ms"], mx["ack_p99_ms"],
-                         mx.get("bytes_on_disk_per_event")))
-        lines.append(row("Lookback (half rate)", half["events_per_s"], half["ack_p50_ms"], half["ack_p99_ms"]))
-        if half.get("ack_p99_ms_after_warmup") is not None:
-            lines.append(row(f"Lookback (half rate, batches sent after {fmt(half['warmup_seconds'])} s)", None,
-                             half["ack_p50_ms_after_warmup"], half["ack_p99_ms_after_warmup"]))
+        lines.append(row(f"Lookback (max rate, burst: {mx['events']:,} events fit in memory)", mx["events_per_s"],
+                         mx["ack_p50_ms"], mx["ack_p99_ms"], mx.get("bytes_on_disk_per_event")))
         sustained = lookback.get("sustained")
         if sustained:
-            lines.append(row(f"Lookback (max rate, {sustained['events']:,} events)", sustained["events_per_s"],
-                             sustained["ack_p50_ms"], sustained["ack_p99_ms"]))
+            lines.append(row(f"Lookback (max rate, sustained: {sustained['events']:,} events)",
+                             sustained["events_per_s"], sustained["ack_p50_ms"], sustained["ack_p99_ms"]))
+        paced = [("half the sustained rate" if sustained else "half the max rate", half)]
+        if lookback.get("half_burst_rate"):
+            paced.append(("half the burst rate", lookback["half_burst_rate"]))
+        for label, run in paced:
+            lines.append(row(f"Lookback ({label})", run["events_per_s"], run["ack_p50_ms"], run["ack_p99_ms"]))
+            if run.get("ack_p99_ms_after_warmup") is not None:
+                lines.append(row(f"Lookback ({label}, batches sent after {fmt(run['warmup_seconds'])} s)", None,
+                                 run["ack_p50_ms_after_warmup"], run["ack_p99_ms_after_warmup"]))
     ch = results.get("clickhouse")
     if ch:
         lines.append(f"| ClickHouse (chdb, INSERT from CSV) | {fmt(ch['events_per_s'])} | n/a | n/a "
