@@ -26,6 +26,9 @@ const PURGE_DELAY_MS: std::ffi::c_long = 30_000;
 /// allocator's arenas (mimalloc reserves them 1 GiB at a time; nothing else maps that much
 /// before the server starts its threads).
 const ARENA_BYTES_MIN: usize = 64 << 20;
+/// At most this share of physical memory is pre-faulted, whatever the configuration asks, so a
+/// default meant for a server never pushes a small machine into the OOM killer.
+const PREFAULT_PHYSICAL_PERCENT_MAX: usize = 25;
 /// Bytes pre-faulted per call (each call holds the mmap lock; other threads are few yet).
 const PREFAULT_CHUNK_BYTES: usize = 64 << 20;
 
@@ -52,10 +55,12 @@ pub struct Prefaulted {
     pub elapsed: Duration,
 }
 
-/// Reserves an arena so the allocator holds at least `bytes`, then maps every arena writable.
+/// Reserves an arena so the allocator holds at least `bytes`, then maps its arenas writable, up
+/// to `bytes` (and at most [`PREFAULT_PHYSICAL_PERCENT_MAX`] % of physical memory).
 /// Errors only describe why nothing (or not all) was pre-faulted; the server runs either way.
 pub fn prefault(bytes: usize) -> Result<Prefaulted, String> {
     let started = Instant::now();
+    let bytes = bytes.min(physical_bytes() / 100 * PREFAULT_PHYSICAL_PERCENT_MAX);
     let arenas_before: usize = arenas()?.iter().map(|(start, end)| end - start).sum();
     let missing = bytes.saturating_sub(arenas_before);
     if missing > 0 {
@@ -68,9 +73,21 @@ pub fn prefault(bytes: usize) -> Result<Prefaulted, String> {
     let arenas = arenas()?;
     let mut populated = 0;
     for &(start, end) in &arenas {
+        // Never more than asked (an arena may be larger than a small request).
+        let end = end.min(start + (bytes - populated));
         populated += populate(start, end)?;
+        if populated >= bytes {
+            break;
+        }
     }
     Ok(Prefaulted { bytes: populated, arenas: arenas.len(), elapsed: started.elapsed() })
+}
+
+/// Physical memory of the machine (0 if unknown, which pre-faults nothing).
+fn physical_bytes() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    usize::try_from(pages).unwrap_or(0).saturating_mul(usize::try_from(page).unwrap_or(0))
 }
 
 /// Address ranges of the anonymous read-write mappings of at least [`ARENA_BYTES_MIN`].
@@ -125,7 +142,7 @@ mod tests {
     fn prefault_reserves_and_maps_at_least_what_was_asked() {
         let asked = 256 << 20;
         let done = prefault(asked).expect("prefault");
-        assert!(done.bytes >= asked, "{done:?}");
+        assert_eq!(done.bytes, asked, "{done:?}");
         assert!(done.arenas >= 1);
         // Everything pre-faulted is resident.
         let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
