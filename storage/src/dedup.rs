@@ -25,6 +25,8 @@ use crate::memory::{PreparedTable, ZeroedTable};
 pub const GENERATIONS: usize = 4;
 /// Keys a new generation is sized for at least (32 MiB of table).
 const GENERATION_CAPACITY_MIN: usize = 1 << 20;
+/// How far through its time the newest generation is when the next one's table is asked for.
+const SPARE_AT_PERCENT: u64 = 90;
 /// Keys between a slot prefetch and its probe in [`DedupWindow::insert_batch`].
 const PREFETCH_KEYS: usize = 8;
 
@@ -71,8 +73,8 @@ pub struct DedupWindow {
     /// Front = newest. Each entry: (generation start, keys).
     generations: VecDeque<(u64, KeyTable)>,
     /// Slots for the next generation, made ahead on the memory thread so that the admission
-    /// that starts a generation does not clear a table itself (the first one is asked for
-    /// when the window is created, before any batch arrives).
+    /// that starts a generation does not clear a table itself: the first one is asked for
+    /// when the window is created, later ones near the end of the newest generation.
     spare: Option<PreparedTable<u128>>,
     entries: usize,
     pub evicted_early: u64,
@@ -160,11 +162,12 @@ impl DedupWindow {
             let capacity = previous.max(GENERATION_CAPACITY_MIN).min(self.entries_max);
             let slots = KeyTable::slots_for(capacity);
             let table = match self.spare.take() {
-                Some(spare) if spare.len() == slots => KeyTable::with_slots(Slots::from_table(spare.take())),
+                Some(spare) if spare.len() >= slots => KeyTable::with_slots(Slots::from_table(spare.take())),
                 _ => KeyTable::with_capacity(capacity),
             };
             self.generations.push_front((now_ms, table));
         }
+        self.prepare_spare(now_ms);
         // A generation takes keys for `generation_ms` from its start, so once it is
         // `GENERATIONS * generation_ms` old each of its keys was held for the whole window.
         let horizon_ms = self.generation_ms.saturating_mul(GENERATIONS as u64);
@@ -172,6 +175,18 @@ impl DedupWindow {
         while self.generations.len() > GENERATIONS || self.generations.back().is_some_and(|(start, _)| expired(*start)) {
             self.drop_oldest();
         }
+    }
+
+    /// Asks for the next generation's table once the newest generation is
+    /// [`SPARE_AT_PERCENT`] through its time, sized for the keys it holds by then.
+    fn prepare_spare(&mut self, now_ms: u64) {
+        let Some((start, newest)) = self.generations.front() else { return };
+        let due = start.saturating_add(self.generation_ms / 100 * SPARE_AT_PERCENT);
+        if self.spare.is_some() || now_ms < due {
+            return;
+        }
+        let capacity = newest.len().max(GENERATION_CAPACITY_MIN).min(self.entries_max);
+        self.spare = Some(ZeroedTable::prepare(KeyTable::slots_for(capacity)));
     }
 
     fn drop_oldest(&mut self) {
@@ -435,6 +450,23 @@ mod tests {
             w.insert(dedup_key(b"app", &[t as u8; 16]), t * hour);
         }
         assert!(!w.contains(k), "dropped after at most 4/3 of the window");
+    }
+
+    #[test]
+    fn the_next_generations_table_is_prepared_near_the_end_of_the_newest() {
+        let mut w = DedupWindow::new(3000, 1_000_000); // generations of 1000 ms
+        assert!(w.spare.is_some(), "the first generation's table is asked for up front");
+        assert!(w.insert(1, 0));
+        assert!(w.spare.is_none(), "the first generation took it");
+        assert!(w.insert(2, 500));
+        assert!(w.spare.is_none(), "not yet 90 % through the generation");
+        assert!(w.insert(3, 950));
+        let spare_slots = w.spare.as_ref().map(|s| s.len()).expect("prepared at 90 %");
+        assert!(w.insert(4, 1000));
+        assert_eq!(w.generations.len(), 2);
+        assert_eq!(w.generations.front().map(|(_, t)| t.current.slots.len()), Some(spare_slots));
+        assert!(w.spare.is_none());
+        assert!(!w.insert(1, 1001) && !w.insert(4, 1002), "keys of both generations are still seen");
     }
 
     #[test]
