@@ -107,18 +107,11 @@ fn anonymous_range(line: &str) -> Option<(usize, usize)> {
     Some((usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?))
 }
 
-/// Maps `[start, end)` writable; returns the bytes done.
+/// Maps `[start, end)` writable; returns the bytes done. The range is one of this process's
+/// live mappings (the allocator never unmaps its arenas).
 fn populate(start: usize, end: usize) -> Result<usize, String> {
-    const MADV_POPULATE_WRITE: libc::c_int = 23;
-    for chunk in (start..end).step_by(PREFAULT_CHUNK_BYTES) {
-        let len = PREFAULT_CHUNK_BYTES.min(end - chunk);
-        // SAFETY: populating never changes memory contents; the range is one of this
-        // process's live mappings (the allocator never unmaps its arenas).
-        if unsafe { libc::madvise(chunk as *mut libc::c_void, len, MADV_POPULATE_WRITE) } != 0 {
-            let error = std::io::Error::last_os_error();
-            return Err(format!("MADV_POPULATE_WRITE (Linux 5.14+) failed: {error}"));
-        }
-    }
+    lookback_storage::populate_writable(start, end, PREFAULT_CHUNK_BYTES)
+        .map_err(|error| format!("MADV_POPULATE_WRITE (Linux 5.14+) failed: {error}"))?;
     Ok(end - start)
 }
 

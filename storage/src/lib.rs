@@ -15,6 +15,7 @@ pub mod error;
 pub mod fsutil;
 pub mod manifest;
 mod memory;
+pub use memory::populate_writable;
 pub mod memtable;
 pub mod producers;
 pub mod segment;

@@ -58,19 +58,26 @@ fn worker() -> Option<&'static std::sync::mpsc::Sender<Job>> {
         .as_ref()
 }
 
-/// Maps `[start, end)` (page-aligned) writable, a chunk per call; stops at the first failure
-/// (unsupported before Linux 5.14, or the range was freed meanwhile: nothing is lost).
-fn populate_now(start: usize, end: usize) {
+/// Maps `[start, end)` (page-aligned) writable, `chunk_bytes` per call (each call holds the
+/// process's mmap lock); stops at the first failure: unsupported before Linux 5.14, or the
+/// range is not (or no longer) mapped. Never changes memory contents.
+pub fn populate_writable(start: usize, end: usize, chunk_bytes: usize) -> std::io::Result<()> {
     const MADV_POPULATE_WRITE: libc::c_int = 23;
-    for chunk in (start..end).step_by(POPULATE_CHUNK_BYTES) {
-        let len = POPULATE_CHUNK_BYTES.min(end - chunk);
+    for chunk in (start..end).step_by(chunk_bytes.max(1)) {
+        let len = chunk_bytes.min(end - chunk);
         // SAFETY: madvise only takes addresses; populating anonymous memory never changes its
         // contents, and an address range no longer mapped fails the call (ENOMEM).
-        let failed = unsafe { libc::madvise(chunk as *mut libc::c_void, len, MADV_POPULATE_WRITE) } != 0;
-        if failed {
-            return;
+        if unsafe { libc::madvise(chunk as *mut libc::c_void, len, MADV_POPULATE_WRITE) } != 0 {
+            return Err(std::io::Error::last_os_error());
         }
     }
+    Ok(())
+}
+
+/// [`populate_writable`] in [`POPULATE_CHUNK_BYTES`] calls, best effort (nothing is lost if it
+/// fails: pages then fault in on first use).
+fn populate_now(start: usize, end: usize) {
+    let _ = populate_writable(start, end, POPULATE_CHUNK_BYTES);
 }
 
 /// The whole pages inside `table`, as an address range (empty if none).
