@@ -13,6 +13,9 @@ What is measured
 - Lookback, run 2 (fresh server, unless --sustained-events 0): maximum rate with more events than
   the memtable backlog (memory_bytes_max) can absorb, so flushing sets the rate: the maximum
   rate the server sustains. Run 1's rate is a burst: its events fit in memory.
+- The disk alone, just before run 3: a WAL-sized record (one batch's encoded bytes) written into
+  a pre-zeroed file and fdatasync'd at run 3's batch rate for --disk-floor-seconds. Every ack
+  waits for one such sync, so its p99 is a floor under run 3's ack p99.
 - Lookback, run 3 (fresh server): the same events paced at half the maximum sustained rate (run
   2; run 1's rate with --sustained-events 0) -> ack p50/p99 at half load, over the whole run and
   over batches sent after --warmup-seconds. To bound the run time it sends at most
@@ -246,12 +249,49 @@ def bench_lookback(args, workdir: Path) -> dict:
             server.stop()
     sustained = results.get("sustained")
     half_rate = (sustained or max_run)["events_per_s"] / 2
+    if args.disk_floor_seconds > 0:
+        # One group commit per batch at half rate, of the batch's WAL record size.
+        record_bytes = int(max_run.get("encoded_bytes_per_event", 100) * args.batch)
+        log(f"disk floor: {record_bytes} B + fdatasync, {half_rate / args.batch:.0f}/s")
+        results["disk_floor"] = disk_floor(workdir, record_bytes, half_rate / args.batch, args.disk_floor_seconds)
     results["half_rate"] = run_paced(args, workdir, "lookback-half", half_rate)
     results["half_rate_target_events_per_s"] = half_rate
     if sustained:
         burst_half = max_run["events_per_s"] / 2
         results["half_burst_rate"] = run_paced(args, workdir, "lookback-half-burst", burst_half)
     return results
+
+
+def disk_floor(workdir: Path, record_bytes: int, per_second: float, seconds: float) -> dict:
+    """The disk alone, as the WAL uses it: `record_bytes` written into a pre-zeroed file and
+    fdatasync'd, `per_second` times a second. Every ack waits for one such sync, so its p99 is a
+    floor under the ack p99 that no engine on this disk goes below."""
+    path = workdir / "disk-floor.bin"
+    file_bytes = 256 << 20
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        zeros = b"\0" * (8 << 20)
+        for offset in range(0, file_bytes, len(zeros)):
+            os.pwrite(fd, zeros, offset)
+        os.fsync(fd)
+        record = os.urandom(record_bytes)
+        latencies, offset = [], 0
+        started = time.monotonic()
+        for i in range(int(per_second * seconds)):
+            due = started + i / per_second
+            time.sleep(max(0.0, due - time.monotonic()))
+            t = time.perf_counter()
+            os.pwrite(fd, record, offset)
+            os.fdatasync(fd)
+            latencies.append((time.perf_counter() - t) * 1000)
+            offset = (offset + record_bytes) % (file_bytes - record_bytes)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(len(latencies) * q))]
+    return {"record_bytes": record_bytes, "per_second": per_second, "syncs": len(latencies),
+            "sync_p50_ms": pick(0.50), "sync_p99_ms": pick(0.99), "sync_max_ms": latencies[-1]}
 
 
 def run_paced(args, workdir: Path, name: str, rate: float) -> dict:
@@ -448,6 +488,11 @@ def markdown(results: dict) -> str:
             if run.get("ack_p99_ms_after_warmup") is not None:
                 lines.append(row(f"Lookback ({label}, batches sent after {fmt(run['warmup_seconds'])} s)", None,
                                  run["ack_p50_ms_after_warmup"], run["ack_p99_ms_after_warmup"]))
+    floor = (lookback or {}).get("disk_floor")
+    if floor:
+        lines.append(f"| Disk alone: {floor['record_bytes']:,} B write + fdatasync, {floor['per_second']:.0f}/s "
+                     f"(a floor under ack latency; max {fmt(floor['sync_max_ms'])} ms) | | "
+                     f"{fmt(floor['sync_p50_ms'])} | {fmt(floor['sync_p99_ms'])} | |")
     ch = results.get("clickhouse")
     if ch:
         lines.append(f"| ClickHouse (chdb, INSERT from CSV) | {fmt(ch['events_per_s'])} | n/a | n/a "
@@ -489,6 +534,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sustained-events", type=int, default=30_000_000,
                         help="a third fresh server at maximum rate with this many events, to show the "
                              "rate once the memtable backlog is full (0 = skip)")
+    parser.add_argument("--disk-floor-seconds", type=float, default=20.0,
+                        help="before the half-rate run, time the disk alone doing the WAL's syncs (0 = skip)")
     parser.add_argument("--systems", default="lookback,clickhouse,postgres",
                         help="comma-separated subset to run")
     parser.add_argument("--workdir", type=Path, help="keep files here instead of a temp dir")

@@ -32,7 +32,7 @@ impl IngestSink for CountingSink {
         0
     }
 
-    fn admit(&self, request: IngestRequest) -> BoxFuture<'_, Result<DurableFuture, IngestError>> {
+    fn admit<'a>(&'a self, request: IngestRequest<'a>) -> BoxFuture<'a, Result<DurableFuture, IngestError>> {
         Box::pin(async move {
             let rows = request.batch.rows() as u32;
             self.rows.fetch_add(u64::from(rows), Ordering::SeqCst);

@@ -332,6 +332,7 @@ fn build_report(
         );
     }
     let planned: usize = shared.batches.iter().map(|b| b.rows as usize).sum();
+    let encoded_bytes: usize = shared.batches.iter().map(|b| b.bytes.len()).sum();
     if config.events.is_none() && sent as usize == planned {
         eprintln!("ingest: warning: the pre-generated pool ran out before --duration elapsed");
     }
@@ -350,6 +351,7 @@ fn build_report(
         "ack_p50_ms_after_warmup": after_warmup.as_ref().and_then(|l| l.percentile_ms(50.0)),
         "ack_p99_ms_after_warmup": after_warmup.as_ref().and_then(|l| l.percentile_ms(99.0)),
         "batches_after_warmup": after_warmup.as_ref().map(LatencySummary::count),
+        "encoded_bytes_per_event": encoded_bytes as f64 / planned.max(1) as f64,
         "bytes_on_disk_per_event": storage.and_then(StorageReport::bytes_per_event),
         "columns_bytes_per_event": storage.and_then(StorageReport::columns_bytes_per_event),
         "storage": storage.map(|s| s.raw.clone()),

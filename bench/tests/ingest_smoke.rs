@@ -34,7 +34,7 @@ impl IngestSink for MockSink {
         0
     }
 
-    fn admit(&self, request: IngestRequest) -> BoxFuture<'_, Result<DurableFuture, IngestError>> {
+    fn admit<'a>(&'a self, request: IngestRequest<'a>) -> BoxFuture<'a, Result<DurableFuture, IngestError>> {
         Box::pin(async move {
             let n = self.batches.fetch_add(1, Ordering::SeqCst);
             if self.reject_at == Some(n) {

@@ -43,7 +43,7 @@ impl IngestSink for DbSink {
         self.db.producer_last_seq(producer_id)
     }
 
-    fn admit(&self, request: IngestRequest) -> BoxFuture<'_, Result<DurableFuture, IngestError>> {
+    fn admit<'a>(&'a self, request: IngestRequest<'a>) -> BoxFuture<'a, Result<DurableFuture, IngestError>> {
         Box::pin(async move {
             let deadline = Instant::now() + self.admit_timeout;
             while !self.db.has_memory_room() {
@@ -56,10 +56,10 @@ impl IngestSink for DbSink {
                 tokio::time::sleep(Duration::from_millis(ADMIT_RETRY_INTERVAL_MS)).await;
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let IngestRequest { producer_id, seq, table, batch, .. } = request;
+            let IngestRequest { producer_id, seq, table, batch, encoded } = request;
             // Admission may block briefly when the WAL queue is full (backpressure).
             let outcome = tokio::task::block_in_place(|| {
-                self.db.admit(&table, producer_id, seq, batch, Box::new(move |r| drop(tx.send(r))))
+                self.db.admit_encoded(&table, producer_id, seq, batch, encoded, Box::new(move |r| drop(tx.send(r))))
             })
             .map_err(ingest_error)?;
             let durable: DurableFuture = Box::pin(async move {

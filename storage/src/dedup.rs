@@ -221,6 +221,8 @@ struct KeyTable {
 /// Old slots moved per insert while migrating: the doubled table reaches its own growth point
 /// after 0.7 × old-capacity inserts, by which time 2 × that many slots were moved.
 const MIGRATE_SLOTS_PER_INSERT: usize = 2;
+/// Old slots between a migrated key's prefetch and its insert.
+const MIGRATE_PREFETCH_SLOTS: usize = PREFETCH_KEYS * 10 / 7;
 
 impl KeyTable {
     /// Slots for `keys` keys under the load limit.
@@ -295,6 +297,11 @@ impl KeyTable {
         let Some((previous, cursor)) = &mut self.previous else { return };
         let end = cursor.saturating_add(slots).min(previous.slots.len());
         for i in *cursor..end {
+            // Old slots are read in order; their new homes are random, so they are
+            // prefetched as in `insert_batch` (slots are 7/10 full, so this is ~PREFETCH_KEYS keys).
+            if let Some(&ahead) = previous.slots.get(i + MIGRATE_PREFETCH_SLOTS).filter(|&&k| k != 0) {
+                self.current.prefetch(ahead);
+            }
             let key = previous.slots[i];
             if key != 0 {
                 let (at, found) = self.current.find(key);

@@ -14,6 +14,7 @@
 //! memtable in memory and is retried on the next flush, so a full disk stops flushing — and,
 //! through memory_bytes_max, admission — until space returns, without a restart.
 
+use crate::sched::set_thread_priority;
 use super::recovery::segment_path;
 use super::{now_unix_ms, DbError, DbState, Inner, LiveSegment};
 use crate::fsutil;
@@ -102,19 +103,6 @@ impl FlushUrgency {
         } else {
             1
         }
-    }
-}
-
-/// Scheduling of the calling thread: SCHED_IDLE (runs only on otherwise idle CPUs) or
-/// SCHED_OTHER at `nice`. Failure leaves the thread as it was: priority is an optimization.
-fn set_thread_priority(idle: bool, nice: i32) {
-    let policy = if idle { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain syscalls on this thread's own id with a valid sched_param.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
-        libc::sched_setscheduler(tid, policy, &param);
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
     }
 }
 

@@ -26,7 +26,7 @@ use crate::manifest::SegmentEntry;
 use crate::memtable::{MemBatch, Memtable};
 use crate::producers::Producers;
 use crate::segment::Segment;
-use crate::wal_record;
+use crate::wal_record::{self, PendingRecord};
 use lookback_common::{Batch, ColumnType, Lsn, Schema};
 use lookback_wal::{Wal, WalError};
 use parking_lot::{Condvar, Mutex};
@@ -210,7 +210,21 @@ impl Db {
         batch: Batch,
         on_durable: DurableCallback,
     ) -> Result<AdmitOutcome, DbError> {
-        admit(&self.inner, table, producer_id, seq, batch, on_durable)
+        admit(&self.inner, table, producer_id, seq, batch, None, on_durable)
+    }
+
+    /// [`Self::admit`] of a batch that arrived encoded: `encoded` is its batch-codec encoding
+    /// (it decodes to `batch`), logged as it is unless deduplication drops rows.
+    pub fn admit_encoded(
+        &self,
+        table: &str,
+        producer_id: u64,
+        seq: u64,
+        batch: Batch,
+        encoded: &[u8],
+        on_durable: DurableCallback,
+    ) -> Result<AdmitOutcome, DbError> {
+        admit(&self.inner, table, producer_id, seq, batch, Some(encoded), on_durable)
     }
 
     /// False while memtables exceed `memory_bytes_max` (admission would answer overloaded).
@@ -282,6 +296,7 @@ fn admit(
     producer_id: u64,
     seq: u64,
     batch: Batch,
+    encoded: Option<&[u8]>,
     on_durable: DurableCallback,
 ) -> Result<AdmitOutcome, DbError> {
     if inner.stopping.load(Ordering::Acquire) {
@@ -290,6 +305,8 @@ fn admit(
     if let Some(reason) = inner.wal.poisoned() {
         return Err(DbError::Wal(WalError::Poisoned(reason)));
     }
+    // Copied before the lock: under it, only the ingest time is written.
+    let pending = encoded.map(|bytes| PendingRecord::new(inner.wal.payload_buffer(), table, producer_id, seq, bytes));
     let mut state = inner.state.lock();
     if producer_id != 0 {
         if let Some(p) = state.producers.get(producer_id).filter(|p| seq <= p.last_seq) {
@@ -319,7 +336,13 @@ fn admit(
         None => batch,
     };
     let accepted = batch.rows();
-    let payload = wal_record::encode_into(inner.wal.payload_buffer(), table, producer_id, seq, now_ms, &batch);
+    let payload = match pending {
+        Some(pending) if accepted == rows_in => pending.finish(now_ms),
+        pending => {
+            let buffer = pending.map_or_else(|| inner.wal.payload_buffer(), PendingRecord::into_buffer);
+            wal_record::encode_into(buffer, table, producer_id, seq, now_ms, &batch)
+        }
+    };
     let waiter_inner = inner.clone();
     let appended = inner.wal.append(
         payload,

@@ -270,7 +270,7 @@ async fn admit_frame(
         seq,
         table: table.to_string(),
         batch,
-        encoded_bytes: batch_frame.batch.len(),
+        encoded: batch_frame.batch,
     };
     let timeout_ms = shared.config.admit_timeout_ms;
     match tokio::time::timeout(

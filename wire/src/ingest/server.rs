@@ -32,19 +32,20 @@ pub trait IngestSink: Send + Sync + 'static {
     /// connection reads nothing while it waits), checks the sequence (seq <= last applied is a
     /// duplicate batch, acknowledged with `duplicate_batch` and nothing written), logs it.
     /// Resolves once the batch has its LSN; the returned future resolves once it is durable.
-    fn admit(&self, request: IngestRequest) -> BoxFuture<'_, Result<DurableFuture, IngestError>>;
+    fn admit<'a>(&'a self, request: IngestRequest<'a>) -> BoxFuture<'a, Result<DurableFuture, IngestError>>;
 }
 
 /// One decoded, schema-checked batch on its way into the engine.
 #[derive(Debug)]
-pub struct IngestRequest {
+pub struct IngestRequest<'a> {
     /// 0 = anonymous producer: no deduplication.
     pub producer_id: u64,
     pub seq: u64,
     pub table: String,
     pub batch: Batch,
-    /// Size of the batch-codec bytes as received.
-    pub encoded_bytes: usize,
+    /// The batch-codec bytes as received, which decode to `batch`: a sink may log them as they
+    /// came instead of encoding `batch` again.
+    pub encoded: &'a [u8],
 }
 
 /// Resolves when the admitted batch is durable.

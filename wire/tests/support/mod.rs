@@ -167,7 +167,7 @@ impl IngestSink for MockSink {
             .unwrap_or(0)
     }
 
-    fn admit(&self, request: IngestRequest) -> BoxFuture<'_, Result<DurableFuture, IngestError>> {
+    fn admit<'a>(&'a self, request: IngestRequest<'a>) -> BoxFuture<'a, Result<DurableFuture, IngestError>> {
         Box::pin(async move {
             self.admits_started.fetch_add(1, Ordering::SeqCst);
             if let Some(gate) = &self.gate {
