@@ -19,6 +19,20 @@ pub struct Config {
     pub memory_prefault_bytes: usize,
     pub storage: StorageConfig,
     pub ingest: IngestConfig,
+    pub pg: PgConfig,
+}
+
+/// The Postgres wire endpoint (`pg_addr`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PgConfig {
+    pub connections_max: usize,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig { connections_max: lookback_wire::pg::PgServerConfig::default().connections_max }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +78,7 @@ impl Default for Config {
             memory_prefault_bytes: MEMORY_PREFAULT_BYTES_DEFAULT,
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
+            pg: PgConfig::default(),
         }
     }
 }
@@ -129,6 +144,9 @@ impl Config {
                 "ingest.frame_bytes_max ({frame}) must be at least {WAL_RECORD_OVERHEAD_BYTES} bytes below the WAL record limit ({wal}, half of storage.wal_segment_bytes up to 48 MiB): raise wal_segment_bytes or lower frame_bytes_max"
             );
         }
+        if self.pg.connections_max == 0 {
+            anyhow::bail!("pg.connections_max must be at least 1");
+        }
         Ok(())
     }
 
@@ -161,6 +179,10 @@ impl Config {
             other => anyhow::bail!("storage.wal_io must be auto, io_uring or pwrite, not {other:?}"),
         };
         Ok(o)
+    }
+
+    pub fn pg_server_config(&self) -> lookback_wire::pg::PgServerConfig {
+        lookback_wire::pg::PgServerConfig { connections_max: self.pg.connections_max }
     }
 
     pub fn ingest_server_config(&self) -> lookback_wire::ingest::IngestServerConfig {

@@ -9,6 +9,7 @@ mod http;
 mod ingest_sink;
 mod metrics;
 mod server;
+mod sql;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

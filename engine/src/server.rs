@@ -18,6 +18,8 @@ const SHUTDOWN_DRAIN_MS: u64 = 10_000;
 
 pub async fn serve(config: Config, demo: bool) -> Result<()> {
     let started = Instant::now();
+    // Handlers first: a SIGTERM during start-up must shut down cleanly, not kill the process.
+    let signals = Signals::install();
     config.validate()?;
     let options = crate::faults_env::apply(config.db_options()?)?;
     let db = tokio::task::spawn_blocking(move || Db::open(options)).await?.context("open data directory")?;
@@ -26,6 +28,8 @@ pub async fn serve(config: Config, demo: bool) -> Result<()> {
         let db = db.clone();
         tokio::task::spawn_blocking(move || crate::demo::load_if_empty(&db)).await??;
     }
+    // Before any listener is bound, so a connectable port means the whole server is up.
+    let sql = Arc::new(crate::sql::session(&db)?);
     let ingest_listener = bind(&config.ingest_addr, "ingest").await?;
     let http_listener = bind(&config.http_addr, "http").await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -38,6 +42,8 @@ pub async fn serve(config: Config, demo: bool) -> Result<()> {
         stats.clone(),
         shutdown_rx.clone(),
     ));
+    let pg_listener = bind(&config.pg_addr, "pg").await?;
+    let pg = tokio::spawn(lookback_wire::pg::serve(pg_listener, sql, config.pg_server_config(), shutdown_rx.clone()));
     let app = router(HttpState { db: db.clone(), ingest: stats, started });
     let mut http_shutdown = shutdown_rx.clone();
     let http = tokio::spawn(async move {
@@ -53,9 +59,9 @@ pub async fn serve(config: Config, demo: bool) -> Result<()> {
         http_addr = %config.http_addr,
         pg_addr = %config.pg_addr,
         wal_backend = ?db.wal().backend(),
-        "lookback is ready (the SQL endpoint on pg_addr arrives with the pgwire work)"
+        "lookback is ready"
     );
-    let signal = wait_for_signal().await;
+    let signal = signals.wait().await;
     tracing::info!(signal, "shutting down");
     let _ = shutdown_tx.send(true);
     let drain = Duration::from_millis(SHUTDOWN_DRAIN_MS);
@@ -65,6 +71,7 @@ pub async fn serve(config: Config, demo: bool) -> Result<()> {
         _ => {}
     }
     let _ = tokio::time::timeout(drain, http).await;
+    let _ = tokio::time::timeout(drain, pg).await;
     tokio::task::spawn_blocking(move || db.shutdown()).await?;
     tracing::info!("stopped cleanly");
     Ok(())
@@ -74,15 +81,29 @@ async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("bind {what} listener on {addr}"))
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the server can only be killed; keep serving.
-        std::future::pending::<()>().await;
-        return "none";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT, caught from the moment [`Signals::install`] runs.
+struct Signals {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Signals { streams: Some((term, int)) },
+            _ => Signals { streams: None },
+        }
+    }
+
+    async fn wait(self) -> &'static str {
+        let Some((mut term, mut int)) = self.streams else {
+            // Without signal handlers the server can only be killed; keep serving.
+            std::future::pending::<()>().await;
+            return "none";
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }

@@ -102,7 +102,10 @@ impl Drop for Server {
 pub fn serve_command(data_dir: &Path, ingest_addr: &str, http_addr: &str, extra: &[&str]) -> Command {
     let pg_addr = format!("127.0.0.1:{}", free_port());
     let mut args = vec!["serve", "--data-dir", data_dir.to_str().unwrap(), "--ingest-addr", ingest_addr];
-    args.extend(["--http-addr", http_addr, "--pg-addr", &pg_addr]);
+    args.extend(["--http-addr", http_addr]);
+    if !extra.contains(&"--pg-addr") {
+        args.extend(["--pg-addr", &pg_addr]);
+    }
     // Tests run many servers at once: none pre-faults its heap unless a test asks.
     if !extra.contains(&"--memory-prefault-mib") {
         args.extend(["--memory-prefault-mib", "0"]);
@@ -277,4 +280,17 @@ pub fn expected_json(row: &[Value]) -> serde_json::Map<String, serde_json::Value
             (c.name.clone(), j)
         })
         .collect()
+}
+
+/// Runs `psql` against a Lookback pg endpoint (`127.0.0.1:PORT`) with `args` after the
+/// connection options; returns (success, stdout, stderr). Unaligned, tuples-only output.
+pub fn psql(pg_addr: &str, args: &[&str]) -> (bool, String, String) {
+    let (host, port) = pg_addr.rsplit_once(':').expect("host:port");
+    let output = Command::new("psql")
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", "lookback", "-d", "lookback"])
+        .args(args)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("run psql (Debian package postgresql-client; .ci/run installs it)");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
 }

@@ -1,0 +1,59 @@
+//! SQL over the Postgres wire protocol, as psql meets it: the demo data, events acknowledged
+//! by the ingest protocol visible to the next query, projections and filters, catalog queries.
+
+mod common;
+
+use common::*;
+use lookback_wire::ingest::client::{Producer, ProducerOptions};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+fn query(pg_addr: &str, sql: &str) -> String {
+    let (ok, out, err) = psql(pg_addr, &["-c", sql]);
+    assert!(ok, "psql -c {sql:?} failed: {err}");
+    out.trim().to_string()
+}
+
+#[test]
+fn psql_reads_demo_and_ingested_events() {
+    let site = Site::new();
+    let pg_addr = format!("127.0.0.1:{}", free_port());
+    let server = site.start(&["--demo", "--pg-addr", &pg_addr]);
+    let (_, body) = http(&site.http_addr, "GET", "/admin/storage");
+    let storage: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let demo_rows = storage["rows"].as_u64().expect("rows");
+    assert!(demo_rows > 0);
+    assert_eq!(query(&pg_addr, "SELECT count(*) FROM events"), demo_rows.to_string());
+
+    // Acknowledged events are visible to the next query (memtable, no flush).
+    let mut rng = SmallRng::seed_from_u64(7);
+    let rows: Vec<_> = (0..500).map(|_| random_event(&mut rng, 1)).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut p = Producer::connect(&site.ingest_addr, ProducerOptions::new(1)).await.unwrap();
+        p.send("events", &build(&rows)).await.unwrap();
+        p.flush().await.unwrap();
+    });
+    assert_eq!(query(&pg_addr, "SELECT count(*) FROM events"), (demo_rows + 500).to_string());
+    let purchases = rows.iter().filter(|r| r[3] == lookback_common::Value::Text("purchase".into())).count();
+    let sql = "SELECT count(*), count(revenue) FROM events WHERE app_id = 'app1' AND event_type = 'purchase'";
+    assert_eq!(query(&pg_addr, sql), format!("{purchases}|{purchases}"));
+
+    // After a flush the same rows come from segments.
+    let (status, _) = http(&site.http_addr, "POST", "/admin/flush");
+    assert_eq!(status, 200);
+    assert_eq!(query(&pg_addr, sql), format!("{purchases}|{purchases}"));
+    let sql = "SELECT device_id, platform FROM events WHERE app_id = 'app1' ORDER BY ts LIMIT 1";
+    let out = query(&pg_addr, sql);
+    assert!(out.starts_with("device-") && out.ends_with("|android"), "{out}");
+
+    // Errors are answered, and the connection's server survives them.
+    let (ok, _, err) = psql(&pg_addr, &["-c", "SELECT * FROM no_such_table"]);
+    assert!(!ok && err.contains("no_such_table"), "{err}");
+    assert_eq!(query(&pg_addr, "SELECT count(*) FROM events"), (demo_rows + 500).to_string());
+
+    // Catalog queries psql's \dt runs.
+    let (ok, out, err) = psql(&pg_addr, &["-c", "\\dt"]);
+    assert!(ok && out.contains("events"), "\\dt: {out} {err}");
+    server.terminate();
+}

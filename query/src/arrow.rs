@@ -1,0 +1,157 @@
+//! Lookback's columns as Arrow arrays, for DataFusion.
+//!
+//! Why a conversion and not Arrow storage: segments and memtables keep columns in the forms
+//! that make ingest and compression cheap (dictionary codes, bool vectors); queries need Arrow.
+//! Converting at the scan boundary, one block at a time and only for the projected columns,
+//! keeps both sides simple. Types (docs/format.md has the storage side):
+//!
+//! | Lookback  | Arrow                                  | Postgres (pgwire) |
+//! |-----------|----------------------------------------|-------------------|
+//! | bool      | Boolean                                | bool              |
+//! | int64     | Int64                                  | int8              |
+//! | float64   | Float64                                | float8            |
+//! | timestamp | Timestamp(Microsecond, "UTC")          | timestamptz       |
+//! | text      | Utf8 (dictionaries expanded)           | text              |
+//! | uuid      | FixedSizeBinary(16), extension `arrow.uuid` | uuid         |
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, FixedSizeBinaryArray, Float64Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
+};
+use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use datafusion::arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::error::DataFusionError;
+use lookback_common::{Column, ColumnDef, ColumnType, ColumnValues, Schema, TextValues};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Time zone of every timestamp column: Lookback stores UTC microseconds.
+pub const TIMESTAMP_TZ: &str = "UTC";
+/// Arrow's canonical extension name for UUIDs (field metadata `ARROW:extension:name`).
+pub const UUID_EXTENSION: &str = "arrow.uuid";
+const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";
+
+pub fn arrow_type(ty: ColumnType) -> DataType {
+    match ty {
+        ColumnType::Bool => DataType::Boolean,
+        ColumnType::Int64 => DataType::Int64,
+        ColumnType::Float64 => DataType::Float64,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(TIMESTAMP_TZ.into())),
+        ColumnType::Text => DataType::Utf8,
+        ColumnType::Uuid => DataType::FixedSizeBinary(16),
+    }
+}
+
+pub fn arrow_field(def: &ColumnDef) -> Field {
+    let field = Field::new(&def.name, arrow_type(def.ty), def.nullable);
+    match def.ty {
+        ColumnType::Uuid => field.with_metadata(HashMap::from([(EXTENSION_NAME_KEY.into(), UUID_EXTENSION.into())])),
+        _ => field,
+    }
+}
+
+pub fn arrow_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(ArrowSchema::new(schema.columns.iter().map(arrow_field).collect::<Vec<_>>()))
+}
+
+/// One column as an Arrow array of its declared type.
+pub fn column_array(column: &Column) -> Result<ArrayRef, DataFusionError> {
+    let nulls = column.validity.as_ref().map(|v| NullBuffer::from(v.as_slice()));
+    let array: ArrayRef = match &column.values {
+        ColumnValues::Bool(v) => Arc::new(BooleanArray::new(BooleanBuffer::from(v.as_slice()), nulls)),
+        ColumnValues::Int64(v) => Arc::new(Int64Array::new(ScalarBuffer::from(v.clone()), nulls)),
+        ColumnValues::Float64(v) => Arc::new(Float64Array::new(ScalarBuffer::from(v.clone()), nulls)),
+        ColumnValues::Timestamp(v) => Arc::new(
+            TimestampMicrosecondArray::new(ScalarBuffer::from(v.clone()), nulls).with_timezone(TIMESTAMP_TZ),
+        ),
+        ColumnValues::Text(t) => Arc::new(string_array(t, nulls)?),
+        ColumnValues::Uuid(v) => {
+            let bytes: Vec<u8> = v.iter().flatten().copied().collect();
+            Arc::new(FixedSizeBinaryArray::try_new(16, Buffer::from(bytes), nulls)?)
+        }
+    };
+    Ok(array)
+}
+
+/// A text column as a `StringArray`, dictionary codes expanded. Storage guarantees valid UTF-8
+/// on character boundaries (checked when the batch was decoded or the block read).
+fn string_array(text: &TextValues, nulls: Option<NullBuffer>) -> Result<StringArray, DataFusionError> {
+    let too_large = || DataFusionError::Execution("a text column block exceeds 2 GiB".into());
+    let (offsets, data) = match &text.codes {
+        None => {
+            let offsets: Vec<i32> = text.offsets.iter().map(|&o| i32::try_from(o)).collect::<Result<_, _>>().map_err(|_| too_large())?;
+            (offsets, Buffer::from(text.data.as_slice()))
+        }
+        Some(codes) => {
+            let mut offsets = Vec::with_capacity(codes.len() + 1);
+            let mut data = Vec::new();
+            offsets.push(0i32);
+            for &code in codes {
+                data.extend_from_slice(text.entry_bytes(code as usize));
+                offsets.push(i32::try_from(data.len()).map_err(|_| too_large())?);
+            }
+            (offsets, Buffer::from(data))
+        }
+    };
+    Ok(StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(offsets)), data, nulls)?)
+}
+
+/// `columns` (already projected) as a record batch of `schema` with `rows` rows.
+pub fn record_batch(schema: &SchemaRef, columns: &[Column], rows: usize) -> Result<RecordBatch, DataFusionError> {
+    let arrays = columns.iter().map(column_array).collect::<Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), arrays, &options)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Array;
+    use lookback_common::{BatchBuilder, Value};
+
+    #[test]
+    fn every_type_converts_with_nulls_and_dictionaries() {
+        let schema = Schema::events();
+        let mut builder = BatchBuilder::new(&schema, 4);
+        for i in 0..4i64 {
+            let row: Vec<Value> = schema
+                .columns
+                .iter()
+                .map(|c| match (c.ty, c.nullable && i == 3) {
+                    (_, true) => Value::Null,
+                    (ColumnType::Uuid, _) => Value::Uuid([i as u8; 16]),
+                    (ColumnType::Timestamp, _) => Value::Timestamp(1_700_000_000_000_000 + i),
+                    (ColumnType::Float64, _) => Value::Float64(i as f64 * 1.5),
+                    (ColumnType::Text, _) => Value::Text(format!("{}-{}", c.name, i % 2)),
+                    (ColumnType::Int64, _) => Value::Int64(i),
+                    (ColumnType::Bool, _) => Value::Bool(i % 2 == 0),
+                })
+                .collect();
+            builder.push_row(&row).unwrap();
+        }
+        let batch = builder.finish().unwrap();
+        let arrow = arrow_schema(&schema);
+        let plain = record_batch(&arrow, batch.columns(), batch.rows()).unwrap();
+        // The same batch with every text column as a dictionary converts to the same arrays.
+        let dictionary_columns: Vec<Column> = batch
+            .columns()
+            .iter()
+            .map(|c| match &c.values {
+                ColumnValues::Text(t) => Column::new(ColumnValues::Text(t.to_dictionary(c.validity.as_deref()).unwrap_or_else(|| t.clone())), c.validity.clone()),
+                _ => c.clone(),
+            })
+            .collect();
+        let dictionary = record_batch(&arrow, &dictionary_columns, batch.rows()).unwrap();
+        assert_eq!(plain, dictionary);
+        let app = plain.column_by_name("app_id").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(app.value(1), "app_id-1");
+        let revenue = plain.column_by_name("revenue").unwrap();
+        assert!(revenue.is_null(3) && !revenue.is_null(2));
+        let ids = plain.column_by_name("event_id").unwrap().as_any().downcast_ref::<FixedSizeBinaryArray>().unwrap();
+        assert_eq!(ids.value(2), &[2u8; 16]);
+        let ts = plain.column_by_name("ts").unwrap().as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        assert_eq!(ts.value(1), 1_700_000_000_000_001);
+        assert_eq!(ts.timezone(), Some(TIMESTAMP_TZ));
+    }
+}

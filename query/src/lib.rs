@@ -1,0 +1,38 @@
+//! Lookback's SQL layer: DataFusion plans and runs queries over Lookback storage.
+//!
+//! Why DataFusion: a SQL planner, optimizer and vectorized executor are not our core; what is
+//! ours is how a scan reads segments (zone maps, bitmaps, the snapshot at one LSN) and the
+//! attribution operators. So storage is exposed as `TableProvider`s ([`scan`]) whose rows
+//! arrive as Arrow ([`arrow`]), and everything above the scan is DataFusion's.
+
+pub mod arrow;
+pub mod scan;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use lookback_storage::Db;
+use scan::LookbackTable;
+use std::sync::Arc;
+
+/// A session over every table of `db` (schema `public` of catalog `database`), each read at a
+/// fresh snapshot per query.
+pub fn session_context(db: &Arc<Db>, database: &str) -> Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_target_partitions(scan::SCAN_PARTITIONS_MAX)
+        .with_default_catalog_and_schema(database, "public");
+    let ctx = SessionContext::new_with_config(config);
+    register_tables(&ctx, db)?;
+    Ok(ctx)
+}
+
+/// Registers (or re-registers) every table of `db` in `ctx`'s default schema.
+pub fn register_tables(ctx: &SessionContext, db: &Arc<Db>) -> Result<()> {
+    for name in db.table_names() {
+        let schema = db
+            .schema(&name)
+            .ok_or_else(|| DataFusionError::Internal(format!("table {name} vanished while registering")))?;
+        ctx.register_table(name.as_str(), Arc::new(LookbackTable::new(db.clone(), &name, schema)))?;
+    }
+    Ok(())
+}

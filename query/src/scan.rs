@@ -1,0 +1,163 @@
+//! A Lookback table as a DataFusion `TableProvider`.
+//!
+//! A scan reads one snapshot of the table (`Db::snapshot`): the memtable batches visible at the
+//! durable LSN and the live segments, so a query sees exactly the acknowledged events, each
+//! once, even while flushes and compactions swap segments underneath (a snapshot holds its
+//! segments' maps open). The work is cut into units (one memtable batch, or one segment block),
+//! dealt round-robin to [`SCAN_PARTITIONS_MAX`] partitions that DataFusion runs in parallel;
+//! each unit decodes only the projected columns, and stops early once `limit` rows came out.
+
+use crate::arrow::{arrow_schema, record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::Session;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::ExecutionPlan;
+use futures::StreamExt;
+use lookback_common::Schema;
+use lookback_storage::{Db, TableSnapshot};
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Partitions a scan is split into at most (the engine targets small machines: two cores).
+pub const SCAN_PARTITIONS_MAX: usize = 2;
+
+/// One table of a [`Db`], read at a fresh snapshot by every scan.
+pub struct LookbackTable {
+    db: Arc<Db>,
+    name: String,
+    schema: Arc<Schema>,
+    arrow: SchemaRef,
+}
+
+impl LookbackTable {
+    pub fn new(db: Arc<Db>, name: &str, schema: Arc<Schema>) -> LookbackTable {
+        let arrow = arrow_schema(&schema);
+        LookbackTable { db, name: name.to_string(), schema, arrow }
+    }
+}
+
+impl fmt::Debug for LookbackTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LookbackTable({})", self.name)
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for LookbackTable {
+    fn schema(&self) -> SchemaRef {
+        self.arrow.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let snapshot = self.db.snapshot(&self.name).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let columns: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.len()).collect(),
+        };
+        let projected = Arc::new(self.arrow.project(&columns)?);
+        let scan = Arc::new(Scan { snapshot, columns, schema: projected.clone(), limit, emitted: AtomicUsize::new(0) });
+        let units = scan.units();
+        let partitions = SCAN_PARTITIONS_MAX.min(units.len()).max(1);
+        let streams: Vec<Arc<dyn PartitionStream>> = (0..partitions)
+            .map(|p| {
+                let mine = units.iter().copied().skip(p).step_by(partitions).collect();
+                Arc::new(ScanPartition { scan: scan.clone(), units: mine }) as Arc<dyn PartitionStream>
+            })
+            .collect();
+        let table = StreamingTable::try_new(projected, streams)?;
+        table.scan(state, None, &[], limit).await
+    }
+}
+
+/// What every partition of one scan shares.
+struct Scan {
+    snapshot: TableSnapshot,
+    /// Schema columns to read, in output order.
+    columns: Vec<usize>,
+    schema: SchemaRef,
+    limit: Option<usize>,
+    /// Rows produced so far by all partitions (for `limit`).
+    emitted: AtomicUsize,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Unit {
+    Memtable(usize),
+    Block { segment: usize, block: usize },
+}
+
+impl Scan {
+    fn units(&self) -> Vec<Unit> {
+        let segments = self.snapshot.segments.iter().enumerate();
+        let blocks = segments.flat_map(|(s, seg)| (0..seg.block_count()).map(move |b| Unit::Block { segment: s, block: b }));
+        blocks.chain((0..self.snapshot.memtable.len()).map(Unit::Memtable)).collect()
+    }
+
+    fn limit_reached(&self) -> bool {
+        self.limit.is_some_and(|l| self.emitted.load(Ordering::Relaxed) >= l)
+    }
+
+    fn read(&self, unit: Unit) -> Result<RecordBatch> {
+        let batch = match unit {
+            Unit::Memtable(i) => {
+                let batch = &self.snapshot.memtable[i];
+                let columns: Vec<_> = self.columns.iter().map(|&c| batch.column(c).clone()).collect();
+                record_batch(&self.schema, &columns, batch.rows())?
+            }
+            Unit::Block { segment, block } => {
+                let segment = &self.snapshot.segments[segment];
+                let columns = segment.read_block(block, &self.columns).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                record_batch(&self.schema, &columns, segment.block_rows(block))?
+            }
+        };
+        self.emitted.fetch_add(batch.num_rows(), Ordering::Relaxed);
+        Ok(batch)
+    }
+}
+
+struct ScanPartition {
+    scan: Arc<Scan>,
+    units: Vec<Unit>,
+}
+
+impl fmt::Debug for ScanPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ScanPartition({} units)", self.units.len())
+    }
+}
+
+impl PartitionStream for ScanPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.scan.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let scan = self.scan.clone();
+        let units = self.units.clone().into_iter();
+        let stream = futures::stream::iter(units)
+            .take_while({
+                let scan = scan.clone();
+                move |_| futures::future::ready(!scan.limit_reached())
+            })
+            .map(move |unit| scan.read(unit));
+        Box::pin(RecordBatchStreamAdapter::new(self.scan.schema.clone(), stream))
+    }
+}

@@ -1,0 +1,175 @@
+//! The Postgres wire endpoint: psql, drivers and BI tools connect here.
+//!
+//! Why a library: the protocol (startup, simple and extended query, portals, cancel, SSLRequest,
+//! type OIDs and text/binary encodings of Arrow data) and a `pg_catalog` good enough for client
+//! metadata queries are not our core; `datafusion-postgres` (on `pgwire`) and
+//! `datafusion-pg-catalog` provide both over a DataFusion `SessionContext`. This module owns
+//! what is ours: the listener, the connection limit, shutdown, and which statement hooks run.
+//!
+//! Authentication is trust (loopback by default; passwords come with the security work).
+
+use datafusion::prelude::SessionContext;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion_postgres::pgwire::api::auth::StartupHandler;
+use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::{ConnectionManager, PgWireServerHandlers};
+use datafusion_postgres::{DfSessionService, QueryHook};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// The catalog name clients see (`current_database()`), also the default database.
+pub const DATABASE_NAME: &str = "lookback";
+
+#[derive(Clone, Debug)]
+pub struct PgServerConfig {
+    /// Open connections; the next one gets SQLSTATE 53300 and is closed.
+    pub connections_max: usize,
+}
+
+impl Default for PgServerConfig {
+    fn default() -> Self {
+        PgServerConfig { connections_max: 100 }
+    }
+}
+
+/// Adds `pg_catalog` (tables, functions) to `ctx`, whose default catalog must be
+/// [`DATABASE_NAME`].
+pub fn install_catalog(ctx: &SessionContext) -> Result<(), String> {
+    setup_pg_catalog(ctx, DATABASE_NAME, EmptyContextProvider).map_err(|e| format!("set up pg_catalog: {e}"))
+}
+
+struct TrustStartup {
+    connections: Arc<ConnectionManager>,
+}
+
+impl NoopStartupHandler for TrustStartup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
+
+struct Handlers {
+    session: Arc<DfSessionService>,
+    cancel: Arc<DefaultCancelHandler>,
+    startup: Arc<TrustStartup>,
+}
+
+impl Handlers {
+    fn new(ctx: Arc<SessionContext>) -> Handlers {
+        let hooks: Vec<Arc<dyn QueryHook>> =
+            vec![Arc::new(CursorStatementHook), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
+        let connections = Arc::new(ConnectionManager::new());
+        Handlers {
+            session: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            startup: Arc::new(TrustStartup { connections }),
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.session.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.session.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+/// Serves `listener` until `shutdown` turns true; then stops accepting and ends the open
+/// connections (a query in flight is cancelled with its connection).
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<SessionContext>,
+    config: PgServerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let handlers = Arc::new(Handlers::new(ctx));
+    let permits = Arc::new(Semaphore::new(config.connections_max));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pg accept failed");
+                        continue;
+                    }
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    connections.spawn(refuse(socket, config.connections_max));
+                    continue;
+                };
+                let handlers = handlers.clone();
+                connections.spawn(async move {
+                    if let Err(e) = datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await {
+                        tracing::debug!(%peer, error = %e, "pg connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Answers a connection over the limit with a FATAL ErrorResponse (SQLSTATE 53300,
+/// too_many_connections), as PostgreSQL does, and closes it.
+async fn refuse(mut socket: TcpStream, connections_max: usize) {
+    let message = format!("sorry, too many clients already (connections_max = {connections_max})");
+    let _ = socket.write_all(&error_response("FATAL", "53300", &message)).await;
+    let _ = socket.shutdown().await;
+}
+
+/// An ErrorResponse message: 'E', length, then (field code, C string) pairs and a 0.
+fn error_response(severity: &str, sqlstate: &str, message: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (code, value) in [(b'S', severity), (b'V', severity), (b'C', sqlstate), (b'M', message)] {
+        body.push(code);
+        body.extend(value.bytes().filter(|&b| b != 0));
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = vec![b'E'];
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_response_is_framed_as_postgres_does() {
+        let bytes = error_response("FATAL", "53300", "too many");
+        assert_eq!(bytes[0], b'E');
+        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        assert_eq!(len + 1, bytes.len());
+        assert_eq!(&bytes[5..12], b"SFATAL\0");
+        assert!(bytes.windows(7).any(|w| w == b"C53300\0"));
+        assert_eq!(*bytes.last().unwrap(), 0);
+    }
+}
