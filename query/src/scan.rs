@@ -6,15 +6,17 @@
 //! segments' maps open). The work is cut into units (one memtable batch, or one segment block),
 //! dealt round-robin to [`SCAN_PARTITIONS_MAX`] partitions that DataFusion runs in parallel;
 //! each unit decodes only the projected columns, and stops early once `limit` rows came out.
+//! Blocks whose zone maps exclude the query's filters are never read ([`crate::prune`]).
 
 use crate::arrow::{arrow_schema, record_batch};
+use crate::prune::{self, Bound};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::physical_plan::streaming::PartitionStream;
@@ -23,7 +25,7 @@ use futures::StreamExt;
 use lookback_common::Schema;
 use lookback_storage::{Db, TableSnapshot};
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Partitions a scan is split into at most (the engine targets small machines: two cores).
@@ -35,12 +37,24 @@ pub struct LookbackTable {
     name: String,
     schema: Arc<Schema>,
     arrow: SchemaRef,
+    stats: Arc<ScanStats>,
+}
+
+/// Segment blocks planned for reading and skipped by zone maps, over every scan of a table.
+#[derive(Debug, Default)]
+pub struct ScanStats {
+    pub blocks_planned: AtomicU64,
+    pub blocks_pruned: AtomicU64,
 }
 
 impl LookbackTable {
     pub fn new(db: Arc<Db>, name: &str, schema: Arc<Schema>) -> LookbackTable {
         let arrow = arrow_schema(&schema);
-        LookbackTable { db, name: name.to_string(), schema, arrow }
+        LookbackTable { db, name: name.to_string(), schema, arrow, stats: Arc::default() }
+    }
+
+    pub fn stats(&self) -> &Arc<ScanStats> {
+        &self.stats
     }
 }
 
@@ -60,11 +74,17 @@ impl TableProvider for LookbackTable {
         TableType::Base
     }
 
+    /// Every filter is offered to the scan as inexact (DataFusion still applies it): the
+    /// ones [`prune`] understands skip blocks, the rest prune nothing.
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.db.snapshot(&self.name).map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -74,7 +94,7 @@ impl TableProvider for LookbackTable {
         };
         let projected = Arc::new(self.arrow.project(&columns)?);
         let scan = Arc::new(Scan { snapshot, columns, schema: projected.clone(), limit, emitted: AtomicUsize::new(0) });
-        let units = scan.units();
+        let units = scan.units(&prune::bounds(filters, &self.schema), &self.stats);
         let partitions = SCAN_PARTITIONS_MAX.min(units.len()).max(1);
         let streams: Vec<Arc<dyn PartitionStream>> = (0..partitions)
             .map(|p| {
@@ -105,10 +125,24 @@ enum Unit {
 }
 
 impl Scan {
-    fn units(&self) -> Vec<Unit> {
-        let segments = self.snapshot.segments.iter().enumerate();
-        let blocks = segments.flat_map(|(s, seg)| (0..seg.block_count()).map(move |b| Unit::Block { segment: s, block: b }));
-        blocks.chain((0..self.snapshot.memtable.len()).map(Unit::Memtable)).collect()
+    /// The blocks whose zone maps allow a match for `bounds`, then the memtable batches (which
+    /// have no zone maps).
+    fn units(&self, bounds: &[Bound], stats: &ScanStats) -> Vec<Unit> {
+        let mut units = Vec::new();
+        let mut pruned = 0u64;
+        for (s, segment) in self.snapshot.segments.iter().enumerate() {
+            for b in 0..segment.block_count() {
+                if prune::may_match(bounds, |column| segment.zone_map(b, column)) {
+                    units.push(Unit::Block { segment: s, block: b });
+                } else {
+                    pruned += 1;
+                }
+            }
+        }
+        stats.blocks_planned.fetch_add(units.len() as u64, Ordering::Relaxed);
+        stats.blocks_pruned.fetch_add(pruned, Ordering::Relaxed);
+        units.extend((0..self.snapshot.memtable.len()).map(Unit::Memtable));
+        units
     }
 
     fn limit_reached(&self) -> bool {
