@@ -47,9 +47,26 @@ fn psql_reads_demo_and_ingested_events() {
     let out = query(&pg_addr, sql);
     assert!(out.starts_with("device-") && out.ends_with("|android"), "{out}");
 
-    // Errors are answered, and the connection's server survives them.
-    let (ok, _, err) = psql(&pg_addr, &["-c", "SELECT * FROM no_such_table"]);
-    assert!(!ok && err.contains("no_such_table"), "{err}");
+    // Errors carry PostgreSQL's SQLSTATEs, and the server survives them.
+    let cases = [
+        ("SELECT * FROM no_such_table", "42P01: relation \"no_such_table\" does not exist"),
+        ("SELEC 1", "42601"),
+        ("SELECT nocol FROM events", "42703: column \"nocol\" does not exist"),
+        ("SELECT 'abc'::int", "22P02"),
+        ("DELETE FROM events", "0A000"),
+    ];
+    for (sql, expected) in cases {
+        let (ok, _, err) = psql(&pg_addr, &["-v", "VERBOSITY=verbose", "-c", sql]);
+        assert!(!ok && err.contains(expected), "{sql}: expected {expected}, got {err}");
+    }
+    let (_, _, err) = psql(&pg_addr, &["-c", "DELETE FROM events"]);
+    assert!(err.contains("append-only"), "DELETE hint: {err}");
+
+    // Every column reads back, uuids as canonical text.
+    let out = query(&pg_addr, "SELECT * FROM events WHERE app_id = 'app1' LIMIT 1");
+    let fields: Vec<&str> = out.split('|').collect();
+    assert_eq!(fields.len(), 14, "{out}");
+    assert!(fields[0].len() == 36 && fields[0].matches('-').count() == 4, "event_id: {out}");
     assert_eq!(query(&pg_addr, "SELECT count(*) FROM events"), (demo_rows + 500).to_string());
 
     // Catalog queries psql's \dt runs.

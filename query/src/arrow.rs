@@ -12,25 +12,28 @@
 //! | float64   | Float64                                | float8            |
 //! | timestamp | Timestamp(Microsecond, "UTC")          | timestamptz       |
 //! | text      | Utf8 (dictionaries expanded)           | text              |
-//! | uuid      | FixedSizeBinary(16), extension `arrow.uuid` | uuid         |
+//! | uuid      | Utf8, canonical text, field metadata `lookback.type = uuid` | text (for now) |
+//!
+//! Uuids travel as canonical text (`8-4-4-4-12` lowercase hex) because the Postgres front end
+//! encodes no fixed-size binary type; the metadata marks them for a uuid type OID later.
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, FixedSizeBinaryArray, Float64Array, Int64Array, StringArray,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray,
     TimestampMicrosecondArray,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::error::DataFusionError;
+use lookback_common::batch::format_uuid;
 use lookback_common::{Column, ColumnDef, ColumnType, ColumnValues, Schema, TextValues};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Time zone of every timestamp column: Lookback stores UTC microseconds.
 pub const TIMESTAMP_TZ: &str = "UTC";
-/// Arrow's canonical extension name for UUIDs (field metadata `ARROW:extension:name`).
-pub const UUID_EXTENSION: &str = "arrow.uuid";
-const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";
+/// Field metadata key naming a column's Lookback type where Arrow's type does not say it.
+pub const LOOKBACK_TYPE_KEY: &str = "lookback.type";
 
 pub fn arrow_type(ty: ColumnType) -> DataType {
     match ty {
@@ -39,14 +42,14 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
         ColumnType::Float64 => DataType::Float64,
         ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(TIMESTAMP_TZ.into())),
         ColumnType::Text => DataType::Utf8,
-        ColumnType::Uuid => DataType::FixedSizeBinary(16),
+        ColumnType::Uuid => DataType::Utf8,
     }
 }
 
 pub fn arrow_field(def: &ColumnDef) -> Field {
     let field = Field::new(&def.name, arrow_type(def.ty), def.nullable);
     match def.ty {
-        ColumnType::Uuid => field.with_metadata(HashMap::from([(EXTENSION_NAME_KEY.into(), UUID_EXTENSION.into())])),
+        ColumnType::Uuid => field.with_metadata(HashMap::from([(LOOKBACK_TYPE_KEY.into(), "uuid".into())])),
         _ => field,
     }
 }
@@ -67,8 +70,9 @@ pub fn column_array(column: &Column) -> Result<ArrayRef, DataFusionError> {
         ),
         ColumnValues::Text(t) => Arc::new(string_array(t, nulls)?),
         ColumnValues::Uuid(v) => {
-            let bytes: Vec<u8> = v.iter().flatten().copied().collect();
-            Arc::new(FixedSizeBinaryArray::try_new(16, Buffer::from(bytes), nulls)?)
+            let text = v.iter().map(|u| Some(format_uuid(u)));
+            let array = StringArray::from_iter(text);
+            Arc::new(StringArray::try_new(array.offsets().clone(), array.values().clone(), nulls)?)
         }
     };
     Ok(array)
@@ -148,8 +152,8 @@ mod tests {
         assert_eq!(app.value(1), "app_id-1");
         let revenue = plain.column_by_name("revenue").unwrap();
         assert!(revenue.is_null(3) && !revenue.is_null(2));
-        let ids = plain.column_by_name("event_id").unwrap().as_any().downcast_ref::<FixedSizeBinaryArray>().unwrap();
-        assert_eq!(ids.value(2), &[2u8; 16]);
+        let ids = plain.column_by_name("event_id").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(ids.value(2), "02020202-0202-0202-0202-020202020202");
         let ts = plain.column_by_name("ts").unwrap().as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
         assert_eq!(ts.value(1), 1_700_000_000_000_001);
         assert_eq!(ts.timezone(), Some(TIMESTAMP_TZ));

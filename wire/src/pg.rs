@@ -18,7 +18,10 @@ use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::{ConnectionManager, PgWireServerHandlers};
+use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
 use datafusion_postgres::{DfSessionService, QueryHook};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -92,6 +95,59 @@ impl PgWireServerHandlers for Handlers {
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         self.cancel.clone()
     }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(SqlStates)
+    }
+}
+
+/// Gives query errors the SQLSTATE PostgreSQL would (drivers branch on it: a missing table is
+/// 42P01, not the internal error XX000 the protocol library reports for every engine error),
+/// with PostgreSQL's wording for the common ones.
+struct SqlStates;
+
+impl ErrorHandler for SqlStates {
+    fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
+        let PgWireError::ApiError(inner) = error else { return };
+        let info = match inner.downcast_ref::<DataFusionError>() {
+            Some(e) => sql_error(e),
+            // Statements are parsed before DataFusion sees them.
+            None if inner.downcast_ref::<ParserError>().is_some() => {
+                ErrorInfo::new("ERROR".into(), "42601".into(), inner.to_string())
+            }
+            None => ErrorInfo::new("ERROR".into(), "XX000".into(), inner.to_string()),
+        };
+        tracing::debug!(code = %info.code, message = %info.message, "query error");
+        *error = PgWireError::UserError(Box::new(info));
+    }
+}
+
+/// The SQLSTATE and message for a DataFusion error (its innermost cause decides).
+pub fn sql_error(error: &DataFusionError) -> ErrorInfo {
+    let root = error.find_root();
+    let text = root.to_string();
+    let (code, message, hint) = match root {
+        DataFusionError::SQL(..) => ("42601", text, None),
+        DataFusionError::SchemaError(..) if text.contains("No field named") => {
+            let column = text.split("No field named ").nth(1).and_then(|r| r.split(['.', ' ']).next()).unwrap_or("?");
+            ("42703", format!("column \"{}\" does not exist", column.trim_matches('"')), None)
+        }
+        DataFusionError::Plan(m) if m.contains("not found") && m.starts_with("table ") => {
+            let name = m.split('\'').nth(1).unwrap_or("?").rsplit('.').next().unwrap_or("?").to_string();
+            ("42P01", format!("relation \"{name}\" does not exist"), None)
+        }
+        DataFusionError::NotImplemented(m) if m.contains("DELETE") || m.contains("UPDATE") => {
+            ("0A000", text.clone(), Some("tables are append-only: rows cannot be updated or deleted".to_string()))
+        }
+        DataFusionError::NotImplemented(_) => ("0A000", text, None),
+        DataFusionError::ArrowError(e, _) if e.to_string().contains("Cannot cast") => ("22P02", text, None),
+        DataFusionError::ResourcesExhausted(_) => ("53200", text, None),
+        _ if text.contains("corrupt") => ("XX001", text, None),
+        _ => ("XX000", text, None),
+    };
+    let mut info = ErrorInfo::new("ERROR".into(), code.into(), message);
+    info.hint = hint;
+    info
 }
 
 /// Serves `listener` until `shutdown` turns true; then stops accepting and ends the open
@@ -161,6 +217,26 @@ fn error_response(severity: &str, sqlstate: &str, message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::prelude::SessionContext;
+
+    async fn code_of(sql: &str) -> (String, String) {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (a INT)").await.unwrap();
+        let result = match ctx.sql(sql).await {
+            Ok(df) => df.collect().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let info = sql_error(&result.expect_err(sql));
+        (info.code, info.message)
+    }
+
+    #[tokio::test]
+    async fn engine_errors_get_postgres_sqlstates() {
+        assert_eq!(code_of("SELECT * FROM nope").await, ("42P01".into(), "relation \"nope\" does not exist".into()));
+        assert_eq!(code_of("SELEC 1").await.0, "42601");
+        assert_eq!(code_of("SELECT nocol FROM t").await, ("42703".into(), "column \"nocol\" does not exist".into()));
+        assert_eq!(code_of("SELECT 'abc'::int").await.0, "22P02");
+    }
 
     #[test]
     fn error_response_is_framed_as_postgres_does() {
