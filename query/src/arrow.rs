@@ -102,8 +102,12 @@ fn string_array(text: &TextValues, nulls: Option<NullBuffer>) -> Result<StringAr
 }
 
 /// `columns` (already projected) as a record batch of `schema` with `rows` rows.
-pub fn record_batch(schema: &SchemaRef, columns: &[Column], rows: usize) -> Result<RecordBatch, DataFusionError> {
-    let arrays = columns.iter().map(column_array).collect::<Result<Vec<_>, _>>()?;
+pub fn record_batch<'a>(
+    schema: &SchemaRef,
+    columns: impl IntoIterator<Item = &'a Column>,
+    rows: usize,
+) -> Result<RecordBatch, DataFusionError> {
+    let arrays = columns.into_iter().map(column_array).collect::<Result<Vec<_>, _>>()?;
     let options = RecordBatchOptions::new().with_row_count(Some(rows));
     Ok(RecordBatch::try_new_with_options(schema.clone(), arrays, &options)?)
 }

@@ -153,8 +153,7 @@ impl Scan {
         let batch = match unit {
             Unit::Memtable(i) => {
                 let batch = &self.snapshot.memtable[i];
-                let columns: Vec<_> = self.columns.iter().map(|&c| batch.column(c).clone()).collect();
-                record_batch(&self.schema, &columns, batch.rows())?
+                record_batch(&self.schema, self.columns.iter().map(|&c| batch.column(c)), batch.rows())?
             }
             Unit::Block { segment, block } => {
                 let segment = &self.snapshot.segments[segment];
