@@ -279,6 +279,32 @@ impl fmt::Display for Value {
 }
 
 /// Formats 16 bytes as the canonical hyphenated lowercase UUID.
+/// Parses a uuid as PostgreSQL's input accepts it: 32 hex digits, either case, optionally in
+/// braces, with a hyphen allowed after any group of 4 digits (canonical `8-4-4-4-12` included).
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let inner = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')).unwrap_or(text);
+    let mut out = [0u8; 16];
+    let mut digits = 0usize;
+    let mut previous_hyphen = true;
+    for c in inner.chars() {
+        if c == '-' {
+            if previous_hyphen || digits % 4 != 0 || digits == 32 {
+                return None;
+            }
+            previous_hyphen = true;
+            continue;
+        }
+        let value = c.to_digit(16)? as u8;
+        if digits == 32 {
+            return None;
+        }
+        out[digits / 2] |= value << if digits % 2 == 0 { 4 } else { 0 };
+        digits += 1;
+        previous_hyphen = false;
+    }
+    (digits == 32 && !previous_hyphen).then_some(out)
+}
+
 pub fn format_uuid(u: &[u8; 16]) -> String {
     let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
@@ -598,6 +624,19 @@ mod tests {
         let mut b = BatchBuilder::new(&schema(), 1);
         b.push_row(&[Value::Null, Value::Null]).unwrap();
         assert!(b.finish().unwrap_err().contains("not nullable"));
+    }
+
+    #[test]
+    fn uuid_parsing_accepts_postgres_forms_only() {
+        let canonical = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        let u = parse_uuid(canonical).unwrap();
+        assert_eq!(format_uuid(&u), canonical);
+        for ok in ["A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11", "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}", "a0eebc999c0b4ef8bb6d6bb9bd380a11", "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11"] {
+            assert_eq!(parse_uuid(ok), Some(u), "{ok}");
+        }
+        for bad in ["", "a0eebc99", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111", "-a0eebc999c0b4ef8bb6d6bb9bd380a11", "a0eebc99--9c0b4ef8bb6d6bb9bd380a11", "a0eebc999c0b4ef8bb6d6bb9bd380a11-", "g0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "a0e-ebc99-9c0b-4ef8-bb6d-6bb9bd380a11"] {
+            assert_eq!(parse_uuid(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -69,6 +69,12 @@ fn psql_reads_demo_and_ingested_events() {
     assert!(fields[0].len() == 36 && fields[0].matches('-').count() == 4, "event_id: {out}");
     assert_eq!(query(&pg_addr, "SELECT count(*) FROM events"), (demo_rows + 500).to_string());
 
+    // INSERT goes through the WAL like ingested events, and is visible at once.
+    let insert = "INSERT INTO events (event_id, app_id, ts, event_type) VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'app-sql', '2026-11-21T10:00:00Z', 'install')";
+    let (ok, _, err) = psql(&pg_addr, &["-c", insert]);
+    assert!(ok, "INSERT: {err}");
+    assert_eq!(query(&pg_addr, "SELECT event_id FROM events WHERE app_id = 'app-sql'"), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+
     // Catalog queries psql's \dt runs.
     let (ok, out, err) = psql(&pg_addr, &["-c", "\\dt"]);
     assert!(ok && out.contains("events"), "\\dt: {out} {err}");

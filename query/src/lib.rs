@@ -6,6 +6,7 @@
 //! arrive as Arrow ([`arrow`]), and everything above the scan is DataFusion's.
 
 pub mod arrow;
+pub mod insert;
 pub mod prune;
 pub mod scan;
 

@@ -9,7 +9,10 @@
 //! Blocks whose zone maps exclude the query's filters are never read ([`crate::prune`]).
 
 use crate::arrow::{arrow_schema, record_batch};
+use crate::insert::LookbackSink;
 use crate::prune::{self, Bound};
+use datafusion::datasource::sink::DataSinkExec;
+use datafusion::logical_expr::dml::InsertOp;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
@@ -72,6 +75,20 @@ impl TableProvider for LookbackTable {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    /// INSERT: the rows are admitted through the write path (see [`crate::insert`]).
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(DataFusionError::NotImplemented(format!("{insert_op} into {}: tables are append-only", self.name)));
+        }
+        let sink = LookbackSink { db: self.db.clone(), table: self.name.clone(), schema: self.schema.clone(), arrow: self.arrow.clone() };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 
     /// Every filter is offered to the scan as inexact (DataFusion still applies it): the

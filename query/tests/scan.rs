@@ -88,3 +88,50 @@ async fn filters_prune_blocks_and_answers_stay_exact() {
     let limited = ctx.sql("SELECT event_id FROM events LIMIT 5").await.unwrap().collect().await.unwrap();
     assert_eq!(limited.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
 }
+
+async fn inserted(ctx: &SessionContext, sql: &str) -> u64 {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let column = batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>().unwrap().clone();
+    column.value(0)
+}
+
+#[tokio::test]
+async fn insert_goes_through_the_write_path_with_dedup() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let ctx = lookback_query::session_context(&db, "lookback").unwrap();
+    let sql = "INSERT INTO events (event_id, app_id, ts, event_type, revenue) VALUES \
+               ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'app-x', '2026-11-21T10:00:00Z', 'install', NULL), \
+               ('A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12', 'app-x', '2026-11-21T11:00:00+01:00', 'purchase', 9.5)";
+    assert_eq!(inserted(&ctx, sql).await, 2);
+    // The same events again: the dedup window drops them, as for ingested events.
+    assert_eq!(inserted(&ctx, sql).await, 0);
+    assert_eq!(count(&ctx, "SELECT count(*) FROM events").await, 2);
+    let batches = ctx
+        .sql("SELECT event_id, CAST(ts AS BIGINT) FROM events WHERE event_type = 'purchase'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let id = batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::StringArray>().unwrap();
+    assert_eq!(id.value(0), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12");
+    let ts = batches[0].column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(ts.value(0), 1_795_255_200_000_000, "11:00+01:00 is 10:00 UTC");
+
+    // The rows are in the WAL: they survive a restart.
+    drop(ctx);
+    let db = Arc::try_unwrap(db).ok().expect("no other handle");
+    drop(db);
+    let db = open(dir.path());
+    let ctx = lookback_query::session_context(&db, "lookback").unwrap();
+    assert_eq!(count(&ctx, "SELECT count(*) FROM events").await, 2);
+
+    // Bad input is an error naming the column, and stores nothing.
+    let bad = "INSERT INTO events (event_id, app_id, ts, event_type) VALUES ('not-a-uuid', 'a', '2026-11-21T10:00:00Z', 'x')";
+    let error = ctx.sql(bad).await.unwrap().collect().await.expect_err("bad uuid");
+    assert!(error.to_string().contains("column event_id: invalid input syntax for type uuid"), "{error}");
+    let missing = "INSERT INTO events (event_id, ts, event_type) VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a13', '2026-11-21T10:00:00Z', 'x')";
+    assert!(ctx.sql(missing).await.unwrap().collect().await.is_err(), "app_id is NOT NULL");
+    assert_eq!(count(&ctx, "SELECT count(*) FROM events").await, 2);
+}
