@@ -75,6 +75,13 @@ fn psql_reads_demo_and_ingested_events() {
     assert!(ok, "INSERT: {err}");
     assert_eq!(query(&pg_addr, "SELECT event_id FROM events WHERE app_id = 'app-sql'"), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
 
+    let bad_uuid = "INSERT INTO events (event_id, app_id, ts, event_type) VALUES ('nope', 'a', '2026-11-21T10:00:00Z', 'x')";
+    let (ok, _, err) = psql(&pg_addr, &["-v", "VERBOSITY=verbose", "-c", bad_uuid]);
+    assert!(!ok && err.contains("22P02") && err.contains("invalid input syntax for type uuid"), "{err}");
+    let no_app = "INSERT INTO events (event_id, ts, event_type) VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a19', '2026-11-21T10:00:00Z', 'x')";
+    let (ok, _, err) = psql(&pg_addr, &["-v", "VERBOSITY=verbose", "-c", no_app]);
+    assert!(!ok && err.contains("23502"), "{err}");
+
     // Catalog queries psql's \dt runs.
     let (ok, out, err) = psql(&pg_addr, &["-c", "\\dt"]);
     assert!(ok && out.contains("events"), "\\dt: {out} {err}");

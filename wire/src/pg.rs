@@ -142,6 +142,10 @@ pub fn sql_error(error: &DataFusionError) -> ErrorInfo {
         DataFusionError::NotImplemented(_) => ("0A000", text, None),
         DataFusionError::ArrowError(e, _) if e.to_string().contains("Cannot cast") => ("22P02", text, None),
         DataFusionError::ResourcesExhausted(_) => ("53200", text, None),
+        DataFusionError::Execution(m) if m.contains("invalid input syntax") => ("22P02", text, None),
+        DataFusionError::Execution(m) if m.contains("is not nullable but has nulls") || m.contains("has null but schema specifies non-nullable") => {
+            ("23502", text, None)
+        }
         _ if text.contains("corrupt") => ("XX001", text, None),
         _ => ("XX000", text, None),
     };
