@@ -117,22 +117,11 @@ fn value_of(scalar: &ScalarValue, ty: ColumnType) -> Option<Value> {
     }
 }
 
-/// Orders two values of one column type as zone maps do (floats by `total_cmp`, text by
-/// bytes); `None` for mixed or unordered types.
-fn compare(a: &Value, b: &Value) -> Option<Ordering> {
-    match (a, b) {
-        (Value::Int64(a), Value::Int64(b)) | (Value::Timestamp(a), Value::Timestamp(b)) => Some(a.cmp(b)),
-        (Value::Float64(a), Value::Float64(b)) => Some(a.total_cmp(b)),
-        (Value::Text(a), Value::Text(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
-        _ => None,
-    }
-}
-
 /// False only when the zone maps prove no row of the block satisfies every bound.
 pub fn may_match<'a>(bounds: &[Bound], zone: impl Fn(usize) -> &'a ZoneMap) -> bool {
     bounds.iter().all(|b| {
         let z = zone(b.column);
-        let vs = |bound: &Option<Value>| bound.as_ref().and_then(|m| compare(m, &b.value));
+        let vs = |bound: &Option<Value>| bound.as_ref().and_then(|m| ZoneMap::compare(m, &b.value));
         let (min, max) = (vs(&z.min), vs(&z.max));
         let excluded = match b.op {
             Op::Eq => min == Some(Ordering::Greater) || max == Some(Ordering::Less),

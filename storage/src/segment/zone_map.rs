@@ -77,6 +77,20 @@ impl ZoneMap {
     }
 }
 
+impl ZoneMap {
+    /// Orders `a` against `b` in the order min/max were taken in (floats by `total_cmp`, text
+    /// byte-wise), for a scan comparing a query's literal with a bound; `None` for values of
+    /// different or unordered types (bool, uuid), which prune nothing.
+    pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+        match (a, b) {
+            (Value::Int64(a), Value::Int64(b)) | (Value::Timestamp(a), Value::Timestamp(b)) => Some(a.cmp(b)),
+            (Value::Float64(a), Value::Float64(b)) => Some(a.total_cmp(b)),
+            (Value::Text(a), Value::Text(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+            _ => None,
+        }
+    }
+}
+
 fn min_max<T: Copy>(values: &[T], cmp: impl Fn(&T, &T) -> Ordering) -> Option<(T, T)> {
     let (&first, rest) = values.split_first()?;
     Some(rest.iter().fold((first, first), |(lo, hi), &v| {
