@@ -46,7 +46,8 @@ enum Command {
         /// "text" or "json".
         #[arg(long)]
         log_format: Option<String>,
-        /// Load a small demo dataset when the events table is empty.
+        /// Load the demo dataset (about 1 M events and a campaign_costs table) when the events table
+        /// is empty, and print how to connect.
         #[arg(long)]
         demo: bool,
         /// Memory to pre-fault at start-up, in MiB (config: memory_prefault_bytes; 0: off).

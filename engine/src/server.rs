@@ -43,7 +43,10 @@ pub async fn serve(config: Config, demo: bool) -> Result<()> {
         shutdown_rx.clone(),
     ));
     let pg_listener = bind(&config.pg_addr, "pg").await?;
-    let pg = tokio::spawn(lookback_wire::pg::serve(pg_listener, sql, config.pg_server_config(), shutdown_rx.clone()));
+    if demo {
+        print_demo_help(&config.pg_addr);
+    }
+    let pg = tokio::spawn(lookback_wire::pg::serve(pg_listener, sql, db.clone(), config.pg_server_config(), shutdown_rx.clone()));
     let app = router(HttpState { db: db.clone(), ingest: stats, started });
     let mut http_shutdown = shutdown_rx.clone();
     let http = tokio::spawn(async move {
@@ -106,4 +109,21 @@ impl Signals {
             _ = int.recv() => "SIGINT",
         }
     }
+}
+
+/// What `serve --demo` prints once it accepts connections: how to connect, and queries to try.
+fn print_demo_help(pg_addr: &str) {
+    let (host, port) = pg_addr.rsplit_once(':').unwrap_or((pg_addr, "5433"));
+    println!(
+        "Lookback is serving demo data (about 1 M events over the last 30 days, and campaign_costs).
+Connect:  psql -h {host} -p {port} -U lookback lookback
+Try:
+  SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC;
+  SELECT date_trunc('day', ts) AS day, count(*) FILTER (WHERE event_type = 'install') AS installs
+    FROM events WHERE ts >= now() - interval '7 days' GROUP BY 1 ORDER BY 1;
+  SELECT campaign, cost, clicks, cost / clicks AS cost_per_click
+    FROM (SELECT campaign, sum(cost) AS cost FROM campaign_costs GROUP BY 1) c
+    JOIN (SELECT campaign, count(*) AS clicks FROM events WHERE event_type = 'click' GROUP BY 1) e USING (campaign)
+    ORDER BY cost_per_click;"
+    );
 }

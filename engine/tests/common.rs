@@ -284,6 +284,24 @@ pub fn expected_json(row: &[Value]) -> serde_json::Map<String, serde_json::Value
 
 /// Runs `psql` against a Lookback pg endpoint (`127.0.0.1:PORT`) with `args` after the
 /// connection options; returns (success, stdout, stderr). Unaligned, tuples-only output.
+/// [`psql`] with `stdin` on its standard input (for COPY FROM STDIN).
+pub fn psql_stdin(pg_addr: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let (host, port) = pg_addr.rsplit_once(':').expect("host:port");
+    let mut child = Command::new("psql")
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", "lookback", "-d", "lookback"])
+        .args(args)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run psql");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write psql's stdin");
+    let output = child.wait_with_output().expect("wait for psql");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 pub fn psql(pg_addr: &str, args: &[&str]) -> (bool, String, String) {
     let (host, port) = pg_addr.rsplit_once(':').expect("host:port");
     let output = Command::new("psql")

@@ -21,9 +21,15 @@ fn psql_reads_demo_and_ingested_events() {
     let server = site.start(&["--demo", "--pg-addr", &pg_addr]);
     let (_, body) = http(&site.http_addr, "GET", "/admin/storage");
     let storage: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let demo_rows = storage["rows"].as_u64().expect("rows");
-    assert!(demo_rows > 0);
-    assert_eq!(query(&pg_addr, "SELECT count(*) FROM events"), demo_rows.to_string());
+    let stored_rows = storage["rows"].as_u64().expect("rows");
+    // The demo: about a million events over the last 30 days, and campaign_costs.
+    let demo_rows: u64 = query(&pg_addr, "SELECT count(*) FROM events").parse().unwrap();
+    let costs: u64 = query(&pg_addr, "SELECT count(*) FROM campaign_costs").parse().unwrap();
+    assert_eq!(demo_rows + costs, stored_rows);
+    assert!((900_000..1_100_000).contains(&demo_rows), "{demo_rows} demo events");
+    assert_eq!(costs, 30 * 4);
+    let recent = "SELECT count(*) FROM events WHERE ts >= now() - interval '30 days'";
+    assert_eq!(query(&pg_addr, recent), demo_rows.to_string());
 
     // Acknowledged events are visible to the next query (memtable, no flush).
     let mut rng = SmallRng::seed_from_u64(7);
@@ -85,5 +91,106 @@ fn psql_reads_demo_and_ingested_events() {
     // Catalog queries psql's \dt runs.
     let (ok, out, err) = psql(&pg_addr, &["-c", "\\dt"]);
     assert!(ok && out.contains("events"), "\\dt: {out} {err}");
+    server.terminate();
+}
+
+/// CREATE TABLE, INSERT, COPY in and out (psql's `\copy`), DROP TABLE; tables and their rows
+/// survive a restart.
+#[test]
+fn psql_creates_copies_and_drops_tables() {
+    let site = Site::new();
+    let pg_addr = format!("127.0.0.1:{}", free_port());
+    let server = site.start(&["--pg-addr", &pg_addr]);
+    let create = "CREATE TABLE campaign_costs (campaign text NOT NULL, day timestamptz, cost double precision, clicks bigint, active boolean, id uuid)";
+    query(&pg_addr, create);
+    let (ok, _, err) = psql(&pg_addr, &["-v", "VERBOSITY=verbose", "-c", create]);
+    assert!(!ok && err.contains("42P07"), "second CREATE: {err}");
+    query(&pg_addr, "CREATE TABLE IF NOT EXISTS campaign_costs (x int)");
+
+    let csv = site.dir.path().join("costs.csv");
+    std::fs::write(
+        &csv,
+        "campaign,day,cost,clicks,active,id\n\
+         summer,2026-06-01T00:00:00Z,12.5,100,true,a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\n\
+         \"winter, \"\"big\"\"\",2026-12-01 00:00:00+01,,7,f,\n\
+         \"multi\nline\",2026-01-01 00:00:00+00,1e3,0,t,A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12\n",
+    )
+    .unwrap();
+    let copy_in = format!("\\copy campaign_costs from '{}' with (format csv, header true)", csv.display());
+    let (ok, out, err) = psql(&pg_addr, &["-c", &copy_in]);
+    assert!(ok && out.contains("COPY 3"), "\\copy in: {out} {err}");
+    query(&pg_addr, "INSERT INTO campaign_costs (campaign, cost) VALUES ('inserted', 2.25)");
+    let sql = "SELECT campaign, cost, clicks, active, id FROM campaign_costs ORDER BY campaign";
+    let expected = "inserted|2.25|||\n\
+                    multi\nline|1000.0|0|t|a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12\n\
+                    summer|12.5|100|t|a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\n\
+                    winter, \"big\"||7|f|";
+    assert_eq!(query(&pg_addr, sql), expected);
+    assert_eq!(query(&pg_addr, "SELECT day FROM campaign_costs WHERE campaign LIKE 'winter%'"), "2026-11-30 23:00:00.000000+00");
+
+    // Text format from stdin, with NULLs and escapes.
+    let text = "text\t2026-02-01 00:00:00+00\t\\N\t5\tt\t\\N\nback\\\\slash\t\\N\t1.5\t\\N\tf\t\\N\n";
+    let (ok, out, err) = psql_stdin(&pg_addr, &["-c", "COPY campaign_costs FROM STDIN"], text);
+    assert!(ok && out.contains("COPY 2"), "COPY FROM STDIN: {out} {err}");
+    assert_eq!(query(&pg_addr, "SELECT count(*), count(cost), count(clicks) FROM campaign_costs"), "6|4|4");
+    assert_eq!(query(&pg_addr, "SELECT campaign FROM campaign_costs WHERE campaign LIKE 'back%'"), "back\\slash");
+
+    // Bad input: a clear error with the line, and nothing of that COPY applied.
+    let cases = [
+        ("a,2026-01-01T00:00:00Z,x,1,t,\n", "22P02", "invalid input syntax for type double precision: \"x\""),
+        ("a,2026-01-01T00:00:00Z,1\n", "22P04", "missing data for column \"clicks\""),
+        (",2026-01-01T00:00:00Z,1,1,t,\n", "23502", "null value in column \"campaign\""),
+        ("a,2026-01-01T00:00:00Z,1,1,t,,extra\n", "22P04", "extra data after last expected column"),
+        ("a,2026-01-01T00:00:00Z,1,1,t,not-a-uuid\n", "22P02", "uuid"),
+    ];
+    for (data, code, message) in cases {
+        let (ok, _, err) = psql_stdin(&pg_addr, &["-v", "VERBOSITY=verbose", "-c", "COPY campaign_costs FROM STDIN (FORMAT csv)"], data);
+        assert!(!ok && err.contains(code) && err.contains(message), "{data:?}: expected {code} {message}, got {err}");
+    }
+    assert_eq!(query(&pg_addr, "SELECT count(*) FROM campaign_costs"), "6");
+
+    // COPY out, as CSV with a header, and read back into a second table.
+    let out_csv = site.dir.path().join("out.csv");
+    let copy_out = format!("\\copy (SELECT * FROM campaign_costs ORDER BY campaign) to '{}' with (format csv, header)", out_csv.display());
+    let (ok, out, err) = psql(&pg_addr, &["-c", &copy_out]);
+    assert!(ok && out.contains("COPY 6"), "\\copy out: {out} {err}");
+    let written = std::fs::read_to_string(&out_csv).unwrap();
+    assert!(written.starts_with("campaign,day,cost,clicks,active,id\n"), "{written}");
+    assert!(written.contains("\"winter, \"\"big\"\"\",2026-11-30 23:00:00+00,,7,f,\n"), "{written}");
+    query(&pg_addr, "CREATE TABLE costs_copy AS SELECT * FROM campaign_costs WHERE false");
+    let copy_back = format!("\\copy costs_copy from '{}' csv header", out_csv.display());
+    let (ok, out, err) = psql(&pg_addr, &["-c", &copy_back]);
+    assert!(ok && out.contains("COPY 6"), "\\copy back: {out} {err}");
+    let all = "SELECT * FROM campaign_costs ORDER BY campaign";
+    assert_eq!(query(&pg_addr, &all.replace("campaign_costs", "costs_copy")), query(&pg_addr, all));
+    let (ok, out, _) = psql(&pg_addr, &["-c", "COPY (SELECT campaign, active FROM campaign_costs WHERE campaign = 'summer') TO STDOUT"]);
+    assert!(ok && out == "summer\tt\n", "{out:?}");
+
+    // DDL errors.
+    let cases = [
+        ("CREATE TABLE t (a numeric)", "0A000"),
+        ("CREATE TABLE t (a frobnitz)", "42704"),
+        ("CREATE TABLE t (a int PRIMARY KEY)", "0A000"),
+        ("CREATE TABLE other.t (a int)", "3F000"),
+        ("DROP TABLE nope", "42P01"),
+        ("DROP TABLE events", "0A000"),
+    ];
+    for (sql, code) in cases {
+        let (ok, _, err) = psql(&pg_addr, &["-v", "VERBOSITY=verbose", "-c", sql]);
+        assert!(!ok && err.contains(code), "{sql}: expected {code}, got {err}");
+    }
+    query(&pg_addr, "DROP TABLE IF EXISTS nope");
+    query(&pg_addr, "DROP TABLE costs_copy");
+    let (ok, _, err) = psql(&pg_addr, &["-c", "SELECT * FROM costs_copy"]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+
+    // A restart keeps the table (its rows from the WAL) and the drop.
+    server.terminate();
+    let server = site.start(&["--pg-addr", &pg_addr]);
+    assert_eq!(query(&pg_addr, "SELECT count(*) FROM campaign_costs"), "6");
+    let (ok, out, err) = psql(&pg_addr, &["-c", "\\d campaign_costs"]);
+    assert!(ok && out.contains("campaign") && out.contains("double"), "\\d: {out} {err}");
+    let (ok, out, _) = psql(&pg_addr, &["-c", "\\dt"]);
+    assert!(ok && out.contains("campaign_costs") && !out.contains("costs_copy"), "{out}");
     server.terminate();
 }

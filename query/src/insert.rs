@@ -7,6 +7,7 @@
 //! returned is the rows stored (duplicates of events already seen are dropped, not counted).
 
 use crate::arrow::TIMESTAMP_TZ;
+use crate::error::storage_error;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -61,18 +62,22 @@ impl DataSink for LookbackSink {
 }
 
 impl LookbackSink {
-    /// Admits one batch and waits until it is durable; returns the rows stored.
     async fn admit(&self, batch: Batch) -> Result<u64> {
-        let (tx, rx) = futures::channel::oneshot::channel();
-        let outcome = self
-            .db
-            .admit(&self.table, 0, 0, batch, Box::new(move |r| drop(tx.send(r))))
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        match rx.await {
-            Ok(Ok(_)) => Ok(u64::from(outcome.accepted)),
-            Ok(Err(e)) => Err(DataFusionError::External(Box::new(e))),
-            Err(_) => Err(DataFusionError::Execution("the write path shut down before the rows were durable".into())),
-        }
+        admit_durable(&self.db, &self.table, batch).await
+    }
+}
+
+/// Admits one batch as the anonymous producer (SQL writes have no producer sequence) and waits
+/// until it is durable; returns the rows stored (after deduplication).
+pub async fn admit_durable(db: &Db, table: &str, batch: Batch) -> Result<u64> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let outcome = db
+        .admit(table, 0, 0, batch, Box::new(move |r| drop(tx.send(r))))
+        .map_err(|e| DataFusionError::from(storage_error(e)))?;
+    match rx.await {
+        Ok(Ok(_)) => Ok(u64::from(outcome.accepted)),
+        Ok(Err(e)) => Err(storage_error(e).into()),
+        Err(_) => Err(DataFusionError::Execution("the write path shut down before the rows were durable".into())),
     }
 }
 

@@ -6,13 +6,18 @@
 //! arrive as Arrow ([`arrow`]), and everything above the scan is DataFusion's.
 
 pub mod arrow;
+pub mod copy;
+pub mod ddl;
+pub mod error;
 pub mod insert;
 pub mod prune;
 pub mod scan;
 
+use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use lookback_storage::Db;
+pub use error::SqlError;
 use scan::LookbackTable;
 use std::sync::Arc;
 
@@ -23,7 +28,10 @@ pub fn session_context(db: &Arc<Db>, database: &str) -> Result<SessionContext> {
         .with_information_schema(true)
         .with_target_partitions(scan::SCAN_PARTITIONS_MAX)
         .with_default_catalog_and_schema(database, "public");
-    let ctx = SessionContext::new_with_config(config);
+    let mut ctx = SessionContext::new_with_config(config);
+    // JSON in text columns (`properties`): json_get_str(...) and friends, and the `->`, `->>`
+    // and `?` operators rewritten to them.
+    datafusion_functions_json::register_all(&mut ctx)?;
     register_tables(&ctx, db)?;
     Ok(ctx)
 }
@@ -34,7 +42,7 @@ pub fn register_tables(ctx: &SessionContext, db: &Arc<Db>) -> Result<()> {
         let schema = db
             .schema(&name)
             .ok_or_else(|| DataFusionError::Internal(format!("table {name} vanished while registering")))?;
-        ctx.register_table(name.as_str(), Arc::new(LookbackTable::new(db.clone(), &name, schema)))?;
+        ctx.register_table(TableReference::bare(name.as_str()), Arc::new(LookbackTable::new(db.clone(), &name, schema)))?;
     }
     Ok(())
 }

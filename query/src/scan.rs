@@ -9,6 +9,7 @@
 //! Blocks whose zone maps exclude the query's filters are never read ([`crate::prune`]).
 
 use crate::arrow::{arrow_schema, record_batch};
+use crate::error::storage_error;
 use crate::insert::LookbackSink;
 use crate::prune::{self, Bound};
 use datafusion::datasource::sink::DataSinkExec;
@@ -104,7 +105,7 @@ impl TableProvider for LookbackTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snapshot = self.db.snapshot(&self.name).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let snapshot = self.db.snapshot(&self.name).map_err(|e| DataFusionError::from(storage_error(e)))?;
         let columns: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.len()).collect(),
@@ -174,7 +175,7 @@ impl Scan {
             }
             Unit::Block { segment, block } => {
                 let segment = &self.snapshot.segments[segment];
-                let columns = segment.read_block(block, &self.columns).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let columns = segment.read_block(block, &self.columns).map_err(|e| DataFusionError::from(storage_error(e.into())))?;
                 record_batch(&self.schema, &columns, segment.block_rows(block))?
             }
         };

@@ -8,6 +8,11 @@ use thiserror::Error;
 pub enum DbError {
     #[error("table {0:?} does not exist")]
     UnknownTable(String),
+    #[error("table {0:?} already exists")]
+    TableExists(String),
+    /// The table cannot be created or dropped (e.g. the built-in `events` table).
+    #[error("{0}")]
+    Refused(String),
     #[error("schema mismatch: {0}")]
     SchemaMismatch(String),
     /// Memtables are full because flushing is behind: retry later (backpressure).

@@ -57,10 +57,13 @@ fn flusher_loop(inner: &Inner) {
             return;
         }
         for (table, freeze_active) in tables_due(inner, interval) {
-            if let Err(e) = flush_table(inner, &table, freeze_active, Some(&mut urgency)) {
+            match flush_table(inner, &table, freeze_active, Some(&mut urgency)) {
+                Ok(()) | Err(DbError::UnknownTable(_)) => {} // dropped since it was listed
+                Err(e) => {
                 inner.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(table, error = %e, "flush failed; data stays in memory and the WAL, retrying");
                 std::thread::sleep(tick);
+                }
             }
         }
     }
@@ -133,7 +136,7 @@ fn compactor_loop(inner: &Inner) {
         }
         match compact_tiered(inner, 1) {
             Ok(true) => continue,
-            Ok(false) => {}
+            Ok(false) | Err(DbError::UnknownTable(_)) => {}
             Err(e) => {
                 inner.stats.compaction_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "compaction failed; will retry");
@@ -273,12 +276,18 @@ fn write_sorted_segment(
 /// the WAL, under `commit_lock` so manifests are written in generation order.
 fn commit(inner: &Inner, mutate: impl FnOnce(&mut DbState)) -> Result<(), DbError> {
     let _commit = inner.commit_lock.lock();
-    let manifest = {
+    let (manifest, last_assigned) = {
         let mut state = inner.state.lock();
         mutate(&mut state);
         state.manifest_generation += 1;
-        build_manifest(&state, inner.wal.last_assigned_lsn())
+        let last_assigned = inner.wal.last_assigned_lsn();
+        (build_manifest(&mut state, last_assigned), last_assigned)
     };
+    // The manifest's producer sequences name batches up to `last_assigned`; they must be in the
+    // durable WAL before the manifest says they were applied. Otherwise a crash right after
+    // this write loses a batch the manifest counts as applied, and its resend is acknowledged
+    // as a duplicate: an acknowledged batch lost (seen in the SIGKILL test).
+    inner.wal.wait_durable(last_assigned)?;
     manifest::write_manifest(&inner.options.data_dir, &manifest, &inner.options.faults)?;
     inner.wal.checkpoint(manifest.checkpoint_lsn)?;
     Ok(())
@@ -287,7 +296,8 @@ fn commit(inner: &Inner, mutate: impl FnOnce(&mut DbState)) -> Result<(), DbErro
 /// Builds the manifest for the current state. The checkpoint is the LSN below the oldest
 /// record still only in a memtable; with nothing in memory, everything assigned is in segments
 /// (admission assigns LSNs and fills memtables under the same lock that is held here).
-fn build_manifest(state: &DbState, last_assigned: Lsn) -> Manifest {
+/// Dropped tables whose records are all behind the checkpoint are forgotten.
+pub(super) fn build_manifest(state: &mut DbState, last_assigned: Lsn) -> Manifest {
     let oldest_in_memory = state
         .tables
         .values()
@@ -295,10 +305,15 @@ fn build_manifest(state: &DbState, last_assigned: Lsn) -> Manifest {
         .filter_map(|m| m.min_lsn())
         .min();
     let checkpoint_lsn = oldest_in_memory.map_or(last_assigned, |lsn| lsn - 1);
+    state.dropped.retain(|d| d.drop_lsn > checkpoint_lsn);
     let mut tables: Vec<TableEntry> = state
         .tables
         .values()
-        .map(|t| TableEntry { schema: t.schema.as_ref().clone(), segments: t.segments.iter().map(|s| s.entry.clone()).collect() })
+        .map(|t| TableEntry {
+            schema: t.schema.as_ref().clone(),
+            created_lsn: t.created_lsn,
+            segments: t.segments.iter().map(|s| s.entry.clone()).collect(),
+        })
         .collect();
     tables.sort_by(|a, b| a.schema.name.cmp(&b.schema.name));
     Manifest {
@@ -307,6 +322,7 @@ fn build_manifest(state: &DbState, last_assigned: Lsn) -> Manifest {
         next_segment_id: state.next_segment_id,
         tables,
         producers: state.producers.entries(),
+        dropped: state.dropped.clone(),
     }
 }
 

@@ -11,6 +11,7 @@
 //! commits a new manifest, checkpoints the WAL, and runs size-tiered compaction. See
 //! docs/architecture.md and docs/durability.md.
 
+mod ddl;
 mod error;
 mod flush;
 mod options;
@@ -22,7 +23,7 @@ pub use options::DbOptions;
 pub use stats::{DbStats, StorageGauges};
 
 use crate::dedup::{column_keys, DedupWindow};
-use crate::manifest::SegmentEntry;
+use crate::manifest::{DroppedTable, SegmentEntry};
 use crate::memtable::{MemBatch, Memtable};
 use crate::producers::Producers;
 use crate::segment::Segment;
@@ -73,6 +74,8 @@ pub(crate) struct LiveSegment {
 
 pub(crate) struct TableState {
     pub schema: Arc<Schema>,
+    /// The last LSN assigned before the table existed (see manifest.rs).
+    pub created_lsn: Lsn,
     pub active: Memtable,
     /// Frozen memtables being flushed, oldest first.
     pub frozen: Vec<Arc<Memtable>>,
@@ -83,6 +86,8 @@ pub(crate) struct TableState {
 
 pub(crate) struct DbState {
     pub tables: HashMap<String, TableState>,
+    /// Dropped tables whose WAL records may still be replayed (see manifest.rs).
+    pub dropped: Vec<DroppedTable>,
     pub producers: Producers,
     pub dedup: DedupWindow,
     pub next_segment_id: u64,
@@ -122,8 +127,12 @@ pub(crate) fn now_unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A table deduplicates event ids when it has a text `app_id` and a uuid `event_id` column.
+/// The `events` table deduplicates event ids (its text `app_id` and uuid `event_id`
+/// columns); tables created by users store every row they are given.
 pub(crate) fn dedup_columns(schema: &Schema) -> Option<(usize, usize)> {
+    if schema.name != lookback_common::schema::events::TABLE_NAME {
+        return None;
+    }
     let app = schema.column_index("app_id")?;
     let id = schema.column_index("event_id")?;
     let types = (schema.columns[app].ty, schema.columns[id].ty);
@@ -243,6 +252,18 @@ impl Db {
         }
         let segments = t.segments.iter().map(|s| s.segment.clone()).collect();
         Ok(TableSnapshot { schema: t.schema.clone(), visible_lsn, memtable, segments })
+    }
+
+    /// Creates an empty table: durable (in the manifest) when this returns. Its columns must
+    /// not name a sort key or bitmap index the segment writer cannot build.
+    pub fn create_table(&self, schema: Schema) -> Result<(), DbError> {
+        ddl::create_table(&self.inner, schema)
+    }
+
+    /// Drops a table and deletes its segments; durable when this returns. Rows of it still in
+    /// the WAL are skipped by recovery.
+    pub fn drop_table(&self, name: &str) -> Result<(), DbError> {
+        ddl::drop_table(&self.inner, name)
     }
 
     /// Flushes every memtable and waits for it (used by tests, admin and clean shutdown).

@@ -41,6 +41,7 @@ pub(super) fn open(options: DbOptions) -> Result<Inner, DbError> {
         dedup: DedupWindow::new(options.dedup_window_ms, options.dedup_entries_max),
         producers: Producers::new(options.producers_max, &manifest.producers),
         tables,
+        dropped: manifest.dropped.clone(),
         next_segment_id: manifest.next_segment_id,
         manifest_generation: manifest.generation,
     };
@@ -112,8 +113,9 @@ fn load_or_create_manifest(options: &DbOptions) -> Result<Manifest, DbError> {
         generation: 1,
         checkpoint_lsn: 0,
         next_segment_id: 1,
-        tables: vec![TableEntry { schema: Schema::events(), segments: Vec::new() }],
+        tables: vec![TableEntry { schema: Schema::events(), created_lsn: 0, segments: Vec::new() }],
         producers: Vec::new(),
+        dropped: Vec::new(),
     };
     manifest::write_manifest(&options.data_dir, &manifest, &options.faults)?;
     tracing::info!(dir = %options.data_dir.display(), "initialized new data directory with table events");
@@ -160,6 +162,7 @@ fn open_tables(options: &DbOptions, manifest: &Manifest) -> Result<HashMap<Strin
         }
         let state = TableState {
             dedup_columns: dedup_columns(&schema),
+            created_lsn: t.created_lsn,
             schema,
             active: Memtable::default(),
             frozen: Vec::new(),
@@ -195,12 +198,20 @@ fn rebuild_dedup(options: &DbOptions, state: &mut DbState) -> Result<(), DbError
     Ok(())
 }
 
+/// Replays one WAL record into its table's memtable. A record of a dropped table (at or below
+/// its drop LSN, including one of an older table of the same name as a live one) is skipped;
+/// a record of a table that never existed is corruption.
 fn replay_record(state: &mut DbState, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
     let header = wal_record::decode_header(payload).map_err(|e| format!("wal record {lsn}: {e}"))?;
-    let table = state
-        .tables
-        .get_mut(header.table)
-        .ok_or_else(|| format!("wal record {lsn}: unknown table {:?}", header.table))?;
+    let live = state.tables.get(header.table).is_some_and(|t| lsn > t.created_lsn);
+    if !live {
+        if state.dropped.iter().any(|d| d.name == header.table && lsn <= d.drop_lsn) {
+            state.producers.record(header.producer_id, header.seq, lsn);
+            return Ok(());
+        }
+        return Err(format!("wal record {lsn}: unknown table {:?}", header.table));
+    }
+    let table = state.tables.get_mut(header.table).expect("checked live above");
     let batch = wal_record::decode_record_batch(&header, &table.schema)
         .map_err(|e| format!("wal record {lsn}: {e}"))?;
     if let Some((app, id)) = table.dedup_columns {

@@ -8,6 +8,8 @@
 //!
 //! Authentication is trust (loopback by default; passwords come with the security work).
 
+mod statements;
+
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
@@ -17,6 +19,9 @@ use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use datafusion_postgres::pgwire::api::copy::CopyHandler;
+use lookback_query::SqlError;
+use lookback_storage::Db;
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
@@ -62,17 +67,23 @@ impl NoopStartupHandler for TrustStartup {
 
 struct Handlers {
     session: Arc<DfSessionService>,
+    copy: Arc<statements::CopyIns>,
     cancel: Arc<DefaultCancelHandler>,
     startup: Arc<TrustStartup>,
 }
 
 impl Handlers {
-    fn new(ctx: Arc<SessionContext>) -> Handlers {
-        let hooks: Vec<Arc<dyn QueryHook>> =
-            vec![Arc::new(CursorStatementHook), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
+    fn new(ctx: Arc<SessionContext>, db: Arc<Db>) -> Handlers {
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(statements::LookbackStatements { db }),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+        ];
         let connections = Arc::new(ConnectionManager::new());
         Handlers {
             session: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+            copy: Arc::new(statements::CopyIns),
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
             startup: Arc::new(TrustStartup { connections }),
         }
@@ -90,6 +101,10 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.startup.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.copy.clone()
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
@@ -122,8 +137,17 @@ impl ErrorHandler for SqlStates {
     }
 }
 
+/// How DataFusion and Arrow word a NULL planned into a NOT NULL column.
+const NOT_NULL_VIOLATIONS: [&str; 3] =
+    ["is not nullable but has nulls", "has null but schema specifies non-nullable", "is declared as non-nullable but contains null values"];
+
 /// The SQLSTATE and message for a DataFusion error (its innermost cause decides).
 pub fn sql_error(error: &DataFusionError) -> ErrorInfo {
+    if let Some(e) = SqlError::find(error) {
+        let mut info = ErrorInfo::new("ERROR".into(), e.code.into(), e.message.clone());
+        info.hint = e.hint.clone();
+        return info;
+    }
     let root = error.find_root();
     let text = root.to_string();
     let (code, message, hint) = match root {
@@ -143,9 +167,7 @@ pub fn sql_error(error: &DataFusionError) -> ErrorInfo {
         DataFusionError::ArrowError(e, _) if e.to_string().contains("Cannot cast") => ("22P02", text, None),
         DataFusionError::ResourcesExhausted(_) => ("53200", text, None),
         DataFusionError::Execution(m) if m.contains("invalid input syntax") => ("22P02", text, None),
-        DataFusionError::Execution(m) if m.contains("is not nullable but has nulls") || m.contains("has null but schema specifies non-nullable") => {
-            ("23502", text, None)
-        }
+        _ if NOT_NULL_VIOLATIONS.iter().any(|m| text.contains(m)) => ("23502", format!("null value violates not-null constraint: {text}"), None),
         _ if text.contains("corrupt") => ("XX001", text, None),
         _ => ("XX000", text, None),
     };
@@ -159,10 +181,11 @@ pub fn sql_error(error: &DataFusionError) -> ErrorInfo {
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<SessionContext>,
+    db: Arc<Db>,
     config: PgServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let handlers = Arc::new(Handlers::new(ctx));
+    let handlers = Arc::new(Handlers::new(ctx, db));
     let permits = Arc::new(Semaphore::new(config.connections_max));
     let mut connections = JoinSet::new();
     loop {
