@@ -194,3 +194,103 @@ fn psql_creates_copies_and_drops_tables() {
     assert!(ok && out.contains("campaign_costs") && !out.contains("costs_copy"), "{out}");
     server.terminate();
 }
+
+/// What the server did with a hostile connection: sent an ErrorResponse, closed it, or (for
+/// input the protocol library reads as something valid) stayed in step: a query sent after the
+/// bad bytes is answered.
+fn refused(mut socket: std::net::TcpStream, bytes: &[u8]) -> Result<&'static str, String> {
+    use std::io::{Read, Write};
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let _ = socket.write_all(bytes);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut probed = false;
+    loop {
+        // Backend messages so far: type byte, then a length that counts itself.
+        let mut types = Vec::new();
+        let mut at = 0;
+        while seen.len() >= at + 5 {
+            let len = u32::from_be_bytes([seen[at + 1], seen[at + 2], seen[at + 3], seen[at + 4]]) as usize;
+            if seen.len() < at + 1 + len {
+                break;
+            }
+            types.push(seen[at]);
+            at += 1 + len;
+        }
+        if types.contains(&b'E') {
+            return Ok("error");
+        }
+        if probed && types.iter().filter(|&&t| t == b'D').count() > 0 {
+            return Ok("stayed in step");
+        }
+        match socket.read(&mut buf) {
+            Ok(0) => return Ok("closed"),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok("reset"),
+            Err(_) if !probed && types.contains(&b'Z') => {
+                probed = true;
+                let _ = socket.write_all(b"Q\0\0\0\x0dSELECT 1\0");
+            }
+            Err(e) => return Err(format!("neither an error nor a close after 10 s: {e}; got {seen:?}")),
+        }
+    }
+}
+
+/// A startup message: protocol 3.0, user and database `lookback`.
+fn startup() -> Vec<u8> {
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", "lookback"), ("database", "lookback")] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Malformed protocol input (random bytes before and after startup, bad lengths, unknown
+/// message types) gets an error or a closed connection, never a crash or a stuck server.
+#[test]
+fn malformed_protocol_messages_are_refused_and_the_server_keeps_serving() {
+    use rand::Rng;
+    let site = Site::new();
+    let pg_addr = format!("127.0.0.1:{}", free_port());
+    let server = site.start(&["--pg-addr", &pg_addr]);
+    let connect = || std::net::TcpStream::connect(&pg_addr).expect("connect");
+    let mut rng = SmallRng::seed_from_u64(11);
+    let after_startup = |tail: &[u8]| [startup(), tail.to_vec()].concat();
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("startup length 2^31-1".into(), 0x7fff_ffffu32.to_be_bytes().to_vec()),
+        ("startup length 3".into(), [0, 0, 0, 3, 0, 0, 0, 0].to_vec()),
+        ("unknown protocol version".into(), [0, 0, 0, 8, 0, 9, 0, 0].to_vec()),
+        ("unknown message type".into(), after_startup(&[b'!', 0, 0, 0, 4])),
+        ("query with length 2^31-1".into(), after_startup(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b'x'])),
+        ("query with length 2".into(), after_startup(&[b'Q', 0, 0, 0, 2])),
+        ("query without its terminator".into(), after_startup(&[b'Q', 0, 0, 0, 6, b'a', b'b', b'X', 0, 0, 0, 4])),
+        ("bind to no statement".into(), after_startup(&[b'B', 0, 0, 0, 12, b'p', 0, b'n', b'o', 0, 0, 0, 0, b'S', 0, 0, 0, 4])),
+    ];
+    for i in 0..12 {
+        let noise: Vec<u8> = (0..rng.gen_range(1..300)).map(|_| rng.gen()).collect();
+        cases.push((format!("random bytes {i} before startup"), noise.clone()));
+        cases.push((format!("random bytes {i} after startup"), after_startup(&noise)));
+    }
+    for (what, bytes) in &cases {
+        match refused(connect(), bytes) {
+            Ok(_) => {}
+            Err(e) => panic!("{what}: {e}"),
+        }
+        assert_eq!(query(&pg_addr, "SELECT 41 + 1"), "42", "the server still serves after {what}");
+    }
+    // A client that vanishes mid-query does not disturb the others.
+    for _ in 0..5 {
+        use std::io::Write;
+        let mut s = connect();
+        let _ = s.write_all(&after_startup(b"Q\0\0\0\x1dSELECT count(*) FROM events\0"));
+        drop(s);
+    }
+    assert_eq!(query(&pg_addr, "SELECT count(*) FROM events"), "0");
+    server.terminate();
+}

@@ -204,6 +204,12 @@ pub async fn serve(
                 };
                 let handlers = handlers.clone();
                 connections.spawn(async move {
+                    if let Err(reason) = check_startup_length(&socket).await {
+                        tracing::debug!(%peer, reason, "pg connection refused before startup");
+                        let _ = refuse_with(socket, "08P01", reason).await;
+                        drop(permit);
+                        return;
+                    }
                     if let Err(e) = datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await {
                         tracing::debug!(%peer, error = %e, "pg connection ended with an error");
                     }
@@ -216,6 +222,44 @@ pub async fn serve(
     }
     connections.shutdown().await;
     Ok(())
+}
+
+/// The longest startup packet accepted, as PostgreSQL's `MAX_STARTUP_PACKET_LENGTH`.
+const STARTUP_PACKET_BYTES_MAX: u32 = 10_000;
+/// The shortest: length and protocol code (an SSLRequest or a startup without parameters).
+const STARTUP_PACKET_BYTES_MIN: u32 = 8;
+/// Time a new connection has to send its first 4 bytes.
+const STARTUP_TIMEOUT_MS: u64 = 10_000;
+
+/// Looks at (without consuming) the length that starts every connection's first packet.
+/// Why: the protocol library would wait for however many bytes a bad length announces (up to
+/// 2 GiB), holding the connection and its slot; PostgreSQL refuses such a packet at once.
+async fn check_startup_length(socket: &TcpStream) -> Result<(), &'static str> {
+    let mut len = [0u8; 4];
+    let peek = async {
+        loop {
+            match socket.peek(&mut len).await {
+                Ok(4) => return Ok(()),
+                Ok(0) => return Err("closed before startup"),
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                Err(_) => return Err("read error before startup"),
+            }
+        }
+    };
+    match tokio::time::timeout(std::time::Duration::from_millis(STARTUP_TIMEOUT_MS), peek).await {
+        Err(_) => return Err("no startup packet in time"),
+        Ok(result) => result?,
+    }
+    let len = u32::from_be_bytes(len);
+    if !(STARTUP_PACKET_BYTES_MIN..=STARTUP_PACKET_BYTES_MAX).contains(&len) {
+        return Err("invalid length of startup packet");
+    }
+    Ok(())
+}
+
+async fn refuse_with(mut socket: TcpStream, sqlstate: &str, message: &str) -> std::io::Result<()> {
+    socket.write_all(&error_response("FATAL", sqlstate, message)).await?;
+    socket.shutdown().await
 }
 
 /// Answers a connection over the limit with a FATAL ErrorResponse (SQLSTATE 53300,
