@@ -6,6 +6,7 @@
 //! arrive as Arrow ([`arrow`]), and everything above the scan is DataFusion's.
 
 pub mod arrow;
+pub mod bitmap_filter;
 pub mod copy;
 pub mod ddl;
 pub mod error;

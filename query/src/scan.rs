@@ -6,10 +6,15 @@
 //! segments' maps open). The work is cut into units (one memtable batch, or one segment block),
 //! dealt round-robin to [`SCAN_PARTITIONS_MAX`] partitions that DataFusion runs in parallel;
 //! each unit decodes only the projected columns, and stops early once `limit` rows came out.
-//! Blocks whose zone maps exclude the query's filters are never read ([`crate::prune`]).
+//! Blocks whose zone maps exclude the query's filters are never read ([`crate::prune`]);
+//! equality on a bitmap-indexed column (`event_type`) is applied by the scan from the
+//! segments' roaring bitmaps, skipping blocks it does not touch ([`crate::bitmap_filter`]).
 
 use crate::arrow::{arrow_schema, record_batch};
+use crate::bitmap_filter::{block_mask, BitmapFilter};
 use crate::error::storage_error;
+use datafusion::arrow::compute::{and, filter_record_batch};
+use roaring::RoaringBitmap;
 use crate::insert::LookbackSink;
 use crate::prune::{self, Bound};
 use datafusion::datasource::sink::DataSinkExec;
@@ -94,8 +99,15 @@ impl TableProvider for LookbackTable {
 
     /// Every filter is offered to the scan as inexact (DataFusion still applies it): the
     /// ones [`prune`] understands skip blocks, the rest prune nothing.
+    /// Equality on a bitmap-indexed column is exact: the scan applies it ([`BitmapFilter`]).
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        Ok(filters
+            .iter()
+            .map(|f| match BitmapFilter::of(f, &self.schema) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Inexact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -111,7 +123,17 @@ impl TableProvider for LookbackTable {
             None => (0..self.schema.len()).collect(),
         };
         let projected = Arc::new(self.arrow.project(&columns)?);
-        let scan = Arc::new(Scan { snapshot, columns, schema: projected.clone(), limit, emitted: AtomicUsize::new(0) });
+        let bitmap_filters: Vec<BitmapFilter> = filters.iter().filter_map(|f| BitmapFilter::of(f, &self.schema)).collect();
+        let selections = selections(&snapshot, &bitmap_filters)?;
+        let scan = Arc::new(Scan {
+            snapshot,
+            columns,
+            schema: projected.clone(),
+            limit,
+            emitted: AtomicUsize::new(0),
+            bitmap_filters,
+            selections,
+        });
         let units = scan.units(&prune::bounds(filters, &self.schema), &self.stats);
         let partitions = SCAN_PARTITIONS_MAX.min(units.len()).max(1);
         let streams: Vec<Arc<dyn PartitionStream>> = (0..partitions)
@@ -125,6 +147,25 @@ impl TableProvider for LookbackTable {
     }
 }
 
+/// Per segment, the rows every bitmap filter passes (`None`: no bitmap filter).
+fn selections(snapshot: &TableSnapshot, filters: &[BitmapFilter]) -> Result<Vec<Option<RoaringBitmap>>> {
+    snapshot
+        .segments
+        .iter()
+        .map(|segment| {
+            let mut selection: Option<RoaringBitmap> = None;
+            for filter in filters {
+                let rows = filter.segment_rows(segment)?;
+                selection = Some(match selection {
+                    Some(s) => s & rows,
+                    None => rows,
+                });
+            }
+            Ok(selection)
+        })
+        .collect()
+}
+
 /// What every partition of one scan shares.
 struct Scan {
     snapshot: TableSnapshot,
@@ -134,6 +175,10 @@ struct Scan {
     limit: Option<usize>,
     /// Rows produced so far by all partitions (for `limit`).
     emitted: AtomicUsize,
+    /// Filters the scan applies itself (exact pushdown).
+    bitmap_filters: Vec<BitmapFilter>,
+    /// Per segment, the rows those filters pass.
+    selections: Vec<Option<RoaringBitmap>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -149,8 +194,11 @@ impl Scan {
         let mut units = Vec::new();
         let mut pruned = 0u64;
         for (s, segment) in self.snapshot.segments.iter().enumerate() {
+            let selection = self.selections[s].as_ref();
             for b in 0..segment.block_count() {
-                if prune::may_match(bounds, |column| segment.zone_map(b, column)) {
+                let first = segment.block_first_row(b);
+                let selected = selection.is_none_or(|sel| sel.range_cardinality(first as u32..(first as u32).saturating_add(segment.block_rows(b) as u32)) > 0);
+                if selected && prune::may_match(bounds, |column| segment.zone_map(b, column)) {
                     units.push(Unit::Block { segment: s, block: b });
                 } else {
                     pruned += 1;
@@ -171,12 +219,30 @@ impl Scan {
         let batch = match unit {
             Unit::Memtable(i) => {
                 let batch = &self.snapshot.memtable[i];
-                record_batch(&self.schema, self.columns.iter().map(|&c| batch.column(c)), batch.rows())?
+                let out = record_batch(&self.schema, self.columns.iter().map(|&c| batch.column(c)), batch.rows())?;
+                match self.bitmap_filters.split_first() {
+                    None => out,
+                    Some((first, rest)) => {
+                        let mut mask = first.mask(batch.column(first.column));
+                        for f in rest {
+                            mask = and(&mask, &f.mask(batch.column(f.column)))?;
+                        }
+                        filter_record_batch(&out, &mask)?
+                    }
+                }
             }
-            Unit::Block { segment, block } => {
-                let segment = &self.snapshot.segments[segment];
+            Unit::Block { segment: s, block } => {
+                let segment = &self.snapshot.segments[s];
                 let columns = segment.read_block(block, &self.columns).map_err(|e| DataFusionError::from(storage_error(e.into())))?;
-                record_batch(&self.schema, &columns, segment.block_rows(block))?
+                let out = record_batch(&self.schema, &columns, segment.block_rows(block))?;
+                match &self.selections[s] {
+                    None => out,
+                    Some(selection) => {
+                        let first = u32::try_from(segment.block_first_row(block))
+                            .map_err(|_| DataFusionError::Internal("segment row id over u32".into()))?;
+                        filter_record_batch(&out, &block_mask(selection, first, segment.block_rows(block)))?
+                    }
+                }
             }
         };
         self.emitted.fetch_add(batch.num_rows(), Ordering::Relaxed);
