@@ -8,6 +8,8 @@ checks SQLSTATEs. Exits non-zero on the first mismatch.
 
 import datetime as dt
 import sys
+import threading
+import time
 import uuid
 
 import psycopg
@@ -70,6 +72,23 @@ def main(port: int) -> None:
             assert e.sqlstate == code, (sql, e.sqlstate, str(e))
         else:
             raise AssertionError(f"{sql} did not fail")
+
+    # A cancel request stops a running query with 57014, over the simple and the extended
+    # protocol, and the connection goes on.
+    for params in [None, (5,)]:
+        sql = "SELECT count(*) FROM generate_series(1, 2000000000) AS g(a)" + (" WHERE a > %s" if params else "")
+        timer = threading.Timer(0.5, conn.cancel)
+        timer.start()
+        started = time.monotonic()
+        try:
+            cur.execute(sql, params)
+        except psycopg.errors.QueryCanceled as e:
+            assert e.sqlstate == "57014", e.sqlstate
+        else:
+            raise AssertionError(f"{sql} was not cancelled")
+        assert time.monotonic() - started < 30, "cancel took effect late"
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
 
     cur.execute("DROP TABLE py_types")
     conn.close()

@@ -8,6 +8,7 @@
 //!
 //! Authentication is trust (loopback by default; passwords come with the security work).
 
+mod cancel;
 mod statements;
 
 use datafusion::prelude::SessionContext;
@@ -25,8 +26,12 @@ use lookback_storage::Db;
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
-use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
+use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -66,9 +71,9 @@ impl NoopStartupHandler for TrustStartup {
 }
 
 struct Handlers {
-    session: Arc<DfSessionService>,
+    session: Arc<CancellableSession>,
     copy: Arc<statements::CopyIns>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<cancel::CancelBoth>,
     startup: Arc<TrustStartup>,
 }
 
@@ -81,10 +86,12 @@ impl Handlers {
             Arc::new(TransactionStatementHook),
         ];
         let connections = Arc::new(ConnectionManager::new());
+        let cancels = Arc::new(cancel::Cancels::default());
+        let session = DfSessionService::new_with_hooks(ctx, hooks);
         Handlers {
-            session: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+            session: Arc::new(CancellableSession { inner: session, cancels: cancels.clone() }),
             copy: Arc::new(statements::CopyIns),
-            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            cancel: Arc::new(cancel::CancelBoth { default: DefaultCancelHandler::new(connections.clone()), cancels }),
             startup: Arc::new(TrustStartup { connections }),
         }
     }
@@ -113,6 +120,51 @@ impl PgWireServerHandlers for Handlers {
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
         Arc::new(SqlStates)
+    }
+}
+
+/// DataFusion's session service, with every query's rows cancellable ([`cancel`]).
+struct CancellableSession {
+    inner: DfSessionService,
+    cancels: Arc<cancel::Cancels>,
+}
+
+#[async_trait::async_trait]
+impl SimpleQueryHandler for CancellableSession {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let flag = self.cancels.flag(client);
+        let start = flag.count();
+        let responses = SimpleQueryHandler::do_query(&self.inner, client, query).await?;
+        Ok(responses.into_iter().map(|r| cancel::cancellable(r, &flag, start)).collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl ExtendedQueryHandler for CancellableSession {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let flag = self.cancels.flag(client);
+        let start = flag.count();
+        let response = ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows).await?;
+        Ok(cancel::cancellable(response, &flag, start))
     }
 }
 
