@@ -238,7 +238,11 @@ fn refused(mut socket: std::net::TcpStream, bytes: &[u8]) -> Result<&'static str
 
 /// A startup message: protocol 3.0, user and database `lookback`.
 fn startup() -> Vec<u8> {
-    let mut body = 196_608u32.to_be_bytes().to_vec();
+    startup_version(0x0003_0000)
+}
+
+fn startup_version(version: u32) -> Vec<u8> {
+    let mut body = version.to_be_bytes().to_vec();
     for (k, v) in [("user", "lookback"), ("database", "lookback")] {
         body.extend_from_slice(k.as_bytes());
         body.push(0);
@@ -284,6 +288,23 @@ fn malformed_protocol_messages_are_refused_and_the_server_keeps_serving() {
         }
         assert_eq!(query(&pg_addr, "SELECT 41 + 1"), "42", "the server still serves after {what}");
     }
+    // Newer protocol versions: 3.2 is spoken, a later 3.x is negotiated down
+    // (NegotiateProtocolVersion, 'v') instead of refused.
+    for (version, negotiated) in [(0x0003_0002u32, false), (0x0003_0009, true)] {
+        use std::io::{Read, Write};
+        let mut s = connect();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        s.write_all(&startup_version(version)).unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
+            let n = s.read(&mut buf).expect("startup answer");
+            assert!(n > 0, "closed during startup of version {version:#x}");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(seen[0] == b'v', negotiated, "version {version:#x}: {seen:?}");
+    }
+
     // A client that vanishes mid-query does not disturb the others.
     for _ in 0..5 {
         use std::io::Write;
