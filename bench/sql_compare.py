@@ -17,7 +17,7 @@ What is measured, per dashboard query (each run --repetitions times after --warm
   then polled for with SELECT until visible; the lag from the acknowledgement to the first
   SELECT that sees it (p50, p99).
 
-Requirements (Python 3.11): `pip install duckdb 'psycopg[binary]'`; release builds:
+Requirements (Python 3.11): `pip install duckdb pytz 'psycopg[binary]'`; release builds:
 `cargo build --release -p lookback-engine -p lookback-bench`.
 
 Example
