@@ -8,6 +8,7 @@
 pub mod arrow;
 pub mod bitmap_filter;
 pub mod copy;
+pub mod date_trunc;
 pub mod ddl;
 pub mod error;
 pub mod insert;
@@ -33,6 +34,8 @@ pub fn session_context(db: &Arc<Db>, database: &str) -> Result<SessionContext> {
     // JSON in text columns (`properties`): json_get_str(...) and friends, and the `->`, `->>`
     // and `?` operators rewritten to them.
     datafusion_functions_json::register_all(&mut ctx)?;
+    // date_trunc with an arithmetic path for UTC timestamps (every Lookback timestamp).
+    ctx.register_udf(date_trunc::date_trunc());
     register_tables(&ctx, db)?;
     Ok(ctx)
 }
