@@ -140,29 +140,8 @@ fn write_uuid(u: &[u8; 16], out: &mut Vec<u8>) {
 
 /// `YYYY-MM-DD HH:MM:SS.ffffff+00` for µs since the Unix epoch (proleptic Gregorian, UTC).
 pub fn write_iso_timestamp(micros: i64, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    let (hh, mm, ss) = (sod / 3600, sod % 3600 / 60, sod % 60);
-    write!(
-        out,
-        "{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}.{frac:06}+00"
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day); Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let (y, m, d, hh, mm, ss, frac) = lookback_common::time::utc_parts(micros);
+    write!(out, "{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}.{frac:06}+00")
 }
 
 #[cfg(test)]

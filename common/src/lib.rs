@@ -11,6 +11,7 @@ pub mod batch_codec;
 pub mod bytes;
 pub mod faults;
 pub mod schema;
+pub mod time;
 
 pub use batch::{Batch, BatchBuilder, Column, ColumnValues, TextValues, Value};
 pub use batch_codec::{decode_batch, encode_batch, encode_batch_compact, CodecError, DecodeLimits};

@@ -38,12 +38,8 @@ pub const LOOKBACK_TYPE_KEY: &str = "lookback.type";
 /// A UTC timestamp in microseconds as PostgreSQL writes a `timestamptz` in text (session time
 /// zone UTC): `2026-01-02 03:04:05.678+00`, the fraction without trailing zeros.
 pub fn format_timestamp_pg(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let day_secs = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let mut out = format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", day_secs / 3600, day_secs / 60 % 60, day_secs % 60);
+    let (y, m, d, hh, mm, ss, frac) = lookback_common::time::utc_parts(micros);
+    let mut out = format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}");
     if frac != 0 {
         let digits = format!("{frac:06}");
         out.push('.');
@@ -51,19 +47,6 @@ pub fn format_timestamp_pg(micros: i64) -> String {
     }
     out.push_str("+00");
     out
-}
-
-/// (year, month, day) of a day number counted from 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 pub fn arrow_type(ty: ColumnType) -> DataType {
