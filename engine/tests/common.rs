@@ -284,14 +284,22 @@ pub fn expected_json(row: &[Value]) -> serde_json::Map<String, serde_json::Value
 
 /// Runs `psql` against a Lookback pg endpoint (`127.0.0.1:PORT`) with `args` after the
 /// connection options; returns (success, stdout, stderr). Unaligned, tuples-only output.
+/// psql against `pg_addr` as user and database `lookback`: unaligned, tuples only, stopping at
+/// the first error, then `args`.
+fn psql_command(pg_addr: &str, args: &[&str]) -> Command {
+    let (host, port) = pg_addr.rsplit_once(':').expect("host:port");
+    let mut command = Command::new("psql");
+    command
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", "lookback", "-d", "lookback"])
+        .args(args)
+        .env("PGCONNECT_TIMEOUT", "10");
+    command
+}
+
 /// [`psql`] with `stdin` on its standard input (for COPY FROM STDIN).
 pub fn psql_stdin(pg_addr: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
     use std::io::Write;
-    let (host, port) = pg_addr.rsplit_once(':').expect("host:port");
-    let mut child = Command::new("psql")
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", "lookback", "-d", "lookback"])
-        .args(args)
-        .env("PGCONNECT_TIMEOUT", "10")
+    let mut child = psql_command(pg_addr, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -303,12 +311,6 @@ pub fn psql_stdin(pg_addr: &str, args: &[&str], stdin: &str) -> (bool, String, S
 }
 
 pub fn psql(pg_addr: &str, args: &[&str]) -> (bool, String, String) {
-    let (host, port) = pg_addr.rsplit_once(':').expect("host:port");
-    let output = Command::new("psql")
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", "lookback", "-d", "lookback"])
-        .args(args)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .output()
-        .expect("run psql (Debian package postgresql-client; .ci/run installs it)");
+    let output = psql_command(pg_addr, args).output().expect("run psql (Debian package postgresql-client; .ci/run installs it)");
     (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
 }

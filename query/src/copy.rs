@@ -151,7 +151,7 @@ pub fn plan(db: &Arc<Db>, statement: &Statement) -> Result<CopyPlan> {
         (true, CopyTarget::Stdout, CopySource::Table { table_name, columns }) => {
             let name = crate::ddl::table_name(table_name)?;
             let list = if columns.is_empty() { "*".to_string() } else { columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ") };
-            Ok(CopyPlan::Out { query: format!("SELECT {list} FROM \"{}\"", name.replace('"', "\"\"")), options })
+            Ok(CopyPlan::Out { query: format!("SELECT {list} FROM {}", crate::ddl::quote_ident(&name)), options })
         }
         (true, CopyTarget::Stdout, CopySource::Query(query)) => Ok(CopyPlan::Out { query: query.to_string(), options }),
         _ => Err(SqlError::new("42501", "COPY to or from a file or program is not allowed; use STDIN/STDOUT (psql: \\copy)").into()),

@@ -154,7 +154,8 @@ pub fn fold_ident(ident: &Ident) -> String {
     }
 }
 
-fn quote_ident(name: &str) -> String {
+/// `name` as a quoted SQL identifier (for statements this crate writes itself).
+pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

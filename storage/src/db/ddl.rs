@@ -34,9 +34,11 @@ pub(super) fn create_table(inner: &Inner, schema: Schema) -> Result<(), DbError>
     }
     let name = schema.name.clone();
     let schema = Arc::new(schema);
+    // No LSN is assigned while the state lock is held: one reading serves for all below.
+    let last_assigned = inner.wal.last_assigned_lsn();
     let table = TableState {
         dedup_columns: dedup_columns(&schema),
-        created_lsn: inner.wal.last_assigned_lsn(),
+        created_lsn: last_assigned,
         schema,
         active: Memtable::default(),
         frozen: Vec::new(),
@@ -44,7 +46,7 @@ pub(super) fn create_table(inner: &Inner, schema: Schema) -> Result<(), DbError>
     };
     state.tables.insert(name.clone(), table);
     state.manifest_generation += 1;
-    let manifest = build_manifest(&mut state, inner.wal.last_assigned_lsn());
+    let manifest = build_manifest(&mut state, last_assigned);
     if let Err(e) = write_manifest_durably(inner, &manifest) {
         state.tables.remove(&name);
         return Err(e.into());
@@ -64,12 +66,12 @@ pub(super) fn drop_table(inner: &Inner, name: &str) -> Result<(), DbError> {
     let _commit = inner.commit_lock.lock();
     let mut state = inner.state.lock();
     let table = state.tables.remove(name).ok_or_else(|| DbError::UnknownTable(name.to_string()))?;
-    let dropped = DroppedTable { name: name.to_string(), drop_lsn: inner.wal.last_assigned_lsn() };
-    state.dropped.push(dropped);
+    let drop_lsn = inner.wal.last_assigned_lsn(); // stable while the state lock is held
+    state.dropped.push(DroppedTable { name: name.to_string(), drop_lsn });
     state.manifest_generation += 1;
-    let manifest = build_manifest(&mut state, inner.wal.last_assigned_lsn());
+    let manifest = build_manifest(&mut state, drop_lsn);
     if let Err(e) = write_manifest_durably(inner, &manifest) {
-        state.dropped.retain(|d| !(d.name == name && d.drop_lsn == inner.wal.last_assigned_lsn()));
+        state.dropped.retain(|d| !(d.name == name && d.drop_lsn == drop_lsn));
         state.tables.insert(name.to_string(), table);
         return Err(e.into());
     }

@@ -85,7 +85,7 @@ async fn deallocate(name: &str, ctx: &SessionContext, client: &mut dyn HookClien
         store.rm_statement(name);
         return Ok(Response::Execution(Tag::new("DEALLOCATE")));
     }
-    let sql = format!("DEALLOCATE {}", quote_ident(name));
+    let sql = format!("DEALLOCATE {}", ddl::quote_ident(name));
     match ctx.sql(&sql).await {
         Ok(_) => {}
         Err(e) if e.to_string().contains("does not exist") => {
@@ -96,9 +96,6 @@ async fn deallocate(name: &str, ctx: &SessionContext, client: &mut dyn HookClien
     Ok(Response::Execution(Tag::new("DEALLOCATE")))
 }
 
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 /// The overall format code of a CopyIn/CopyOutResponse: 0 for textual (text and CSV).
 fn format_code(_format: CopyFormat) -> i8 {
