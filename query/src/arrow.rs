@@ -11,22 +11,29 @@
 //! | int64     | Int64                                  | int8              |
 //! | float64   | Float64                                | float8            |
 //! | timestamp | Timestamp(Microsecond, "UTC")          | timestamptz       |
-//! | text      | Utf8 (dictionaries expanded)           | text              |
+//! | text      | Utf8View (views over dictionary bytes) | text              |
 //! | uuid      | Utf8, canonical text, field metadata `lookback.type = uuid` | text (for now) |
+//!
+//! Text is `Utf8View` because segments keep text as codes into a per-segment dictionary: a
+//! block's views are a gather of 16-byte views over the dictionary's shared bytes (no string
+//! copied), and strings of at most 12 bytes (channels, event types, countries) live inside the
+//! view itself, so grouping and hashing on them never touch string bytes.
 //!
 //! Uuids travel as canonical text (`8-4-4-4-12` lowercase hex) because the Postgres front end
 //! encodes no fixed-size binary type; the metadata marks them for a uuid type OID later.
 
+use datafusion::arrow::array::builder::make_view;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray,
-    TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, StringViewArray,
+    TimestampMicrosecondArray, MAX_INLINE_VIEW_LEN,
 };
-use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::error::DataFusionError;
 use lookback_common::batch::format_uuid;
 use lookback_common::{Column, ColumnDef, ColumnType, ColumnValues, Schema, TextValues};
+use lookback_storage::segment::{BlockColumn, TextDictionary};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -55,7 +62,7 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
         ColumnType::Int64 => DataType::Int64,
         ColumnType::Float64 => DataType::Float64,
         ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(TIMESTAMP_TZ.into())),
-        ColumnType::Text => DataType::Utf8,
+        ColumnType::Text => DataType::Utf8View,
         ColumnType::Uuid => DataType::Utf8,
     }
 }
@@ -92,27 +99,102 @@ pub fn column_array(column: &Column) -> Result<ArrayRef, DataFusionError> {
     Ok(array)
 }
 
-/// A text column as a `StringArray`, dictionary codes expanded. Storage guarantees valid UTF-8
-/// on character boundaries (checked when the batch was decoded or the block read).
-fn string_array(text: &TextValues, nulls: Option<NullBuffer>) -> Result<StringArray, DataFusionError> {
-    let too_large = || DataFusionError::Execution("a text column block exceeds 2 GiB".into());
-    let (offsets, data) = match &text.codes {
-        None => {
-            let offsets: Vec<i32> = text.offsets.iter().map(|&o| i32::try_from(o)).collect::<Result<_, _>>().map_err(|_| too_large())?;
-            (offsets, Buffer::from(text.data.as_slice()))
+/// A text column as a `StringViewArray`. Storage guarantees valid UTF-8 on character
+/// boundaries (checked when the batch was decoded or the block read).
+fn string_array(text: &TextValues, nulls: Option<NullBuffer>) -> Result<StringViewArray, DataFusionError> {
+    let long = text.offsets.windows(2).any(|w| (w[1] - w[0]) as usize > MAX_INLINE_VIEW_LEN as usize);
+    let entry_views = entry_views(&text.offsets, &text.data);
+    let views: Vec<u128> = match &text.codes {
+        None => entry_views,
+        Some(codes) => codes.iter().map(|&c| entry_views[c as usize]).collect(),
+    };
+    let buffer = long.then(|| Buffer::from(text.data.as_slice()));
+    view_array(views, buffer, nulls)
+}
+
+/// One view per entry `data[offsets[i]..offsets[i + 1]]`, pointing into buffer 0.
+fn entry_views(offsets: &[u32], data: &[u8]) -> Vec<u128> {
+    offsets.windows(2).map(|w| make_view(&data[w[0] as usize..w[1] as usize], 0, w[0])).collect()
+}
+
+/// Dictionaries with at most this many entries get their entry views built once per scan and
+/// gathered per row; bigger ones (device ids) get a view made per row, which costs no more
+/// than a block's worth of work.
+pub const ENTRY_VIEWS_CACHED_MAX: usize = 65_536;
+
+/// One view per entry of `dictionary`, into buffer 0 = the dictionary's bytes.
+pub fn dictionary_views(dictionary: &TextDictionary) -> Vec<u128> {
+    entry_views(dictionary.offsets(), dictionary.data())
+}
+
+/// A text column kept as codes into a segment dictionary, as views over the dictionary's
+/// shared bytes (no copy; no buffer at all when every entry fits in a view). `validity` is one
+/// bit per row, LSB first (as stored, and as Arrow lays it out). `views`, when given, are
+/// [`dictionary_views`] of `dictionary`.
+pub fn coded_array(
+    codes: &[u32],
+    validity: Option<&[u8]>,
+    dictionary: &TextDictionary,
+    views: Option<&[u128]>,
+) -> Result<ArrayRef, DataFusionError> {
+    let views: Vec<u128> = match views {
+        Some(views) => {
+            assert_eq!(views.len(), dictionary.len(), "entry views of this dictionary");
+            codes.iter().map(|&c| views[c as usize]).collect()
         }
-        Some(codes) => {
-            let mut offsets = Vec::with_capacity(codes.len() + 1);
-            let mut data = Vec::new();
-            offsets.push(0i32);
-            for &code in codes {
-                data.extend_from_slice(text.entry_bytes(code as usize));
-                offsets.push(i32::try_from(data.len()).map_err(|_| too_large())?);
-            }
-            (offsets, Buffer::from(data))
+        None => {
+            let offsets = dictionary.offsets();
+            let data = dictionary.data();
+            codes
+                .iter()
+                .map(|&c| {
+                    let (start, end) = (offsets[c as usize], offsets[c as usize + 1]);
+                    make_view(&data[start as usize..end as usize], 0, start)
+                })
+                .collect()
         }
     };
-    Ok(StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(offsets)), data, nulls)?)
+    let long = dictionary.entry_bytes_max() > MAX_INLINE_VIEW_LEN as usize;
+    let buffer = long.then(|| Buffer::from(dictionary.data().clone()));
+    let nulls = validity.map(|bits| NullBuffer::new(BooleanBuffer::new(Buffer::from(bits), 0, codes.len())));
+    Ok(Arc::new(view_array(views, buffer, nulls)?))
+}
+
+fn view_array(views: Vec<u128>, buffer: Option<Buffer>, nulls: Option<NullBuffer>) -> Result<StringViewArray, DataFusionError> {
+    if let Some(n) = &nulls {
+        assert_eq!(n.len(), views.len(), "validity and views of one column");
+    }
+    let buffers: Vec<Buffer> = buffer.into_iter().collect();
+    if cfg!(debug_assertions) {
+        return Ok(StringViewArray::try_new(ScalarBuffer::from(views), buffers, nulls)?);
+    }
+    // SAFETY: every view was made by `make_view` from a whole entry of `buffers[0]` (offsets
+    // from storage, checked in bounds when decoded; codes checked below the entry count), and
+    // every entry is UTF-8 on character boundaries; a view needs a buffer only when its entry
+    // is longer than MAX_INLINE_VIEW_LEN, and then `buffer` is present. Debug builds check all
+    // of this with `try_new` above.
+    Ok(unsafe { StringViewArray::new_unchecked(ScalarBuffer::from(views), buffers, nulls) })
+}
+
+/// A block read with [`lookback_storage::segment::Segment::read_block_coded`] as a record batch
+/// of `schema` (already projected) with `rows` rows.
+/// `views(i, dictionary)` may give the cached [`dictionary_views`] of column `i`'s dictionary.
+pub fn block_record_batch<'v>(
+    schema: &SchemaRef,
+    columns: &[BlockColumn<'_>],
+    rows: usize,
+    views: impl Fn(usize, &TextDictionary) -> Option<&'v [u128]>,
+) -> Result<RecordBatch, DataFusionError> {
+    let arrays = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match c {
+            BlockColumn::Values(column) => column_array(column),
+            BlockColumn::Codes { codes, validity, dictionary } => coded_array(codes, validity.as_deref(), dictionary, views(i, dictionary)),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), arrays, &options)?)
 }
 
 /// `columns` (already projected) as a record batch of `schema` with `rows` rows.
@@ -174,7 +256,7 @@ mod tests {
             .collect();
         let dictionary = record_batch(&arrow, &dictionary_columns, batch.rows()).unwrap();
         assert_eq!(plain, dictionary);
-        let app = plain.column_by_name("app_id").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        let app = plain.column_by_name("app_id").unwrap().as_any().downcast_ref::<StringViewArray>().unwrap();
         assert_eq!(app.value(1), "app_id-1");
         let revenue = plain.column_by_name("revenue").unwrap();
         assert!(revenue.is_null(3) && !revenue.is_null(2));

@@ -6,7 +6,8 @@
 //! `DataFusionError::External` so it travels through DataFusion's error type unchanged.
 
 use datafusion::error::DataFusionError;
-use std::fmt;
+use lookback_wal::WalError;
+use std::{fmt, io};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlError {
@@ -53,7 +54,7 @@ impl From<SqlError> for DataFusionError {
 /// The SQL error for a storage error met by a statement (names as PostgreSQL words them).
 pub fn storage_error(e: lookback_storage::DbError) -> SqlError {
     use lookback_storage::DbError as E;
-    match e {
+    match &e {
         E::UnknownTable(t) => SqlError::new("42P01", format!("relation \"{t}\" does not exist")),
         E::TableExists(t) => SqlError::new("42P07", format!("relation \"{t}\" already exists")),
         E::Refused(m) => SqlError::new("0A000", m),
@@ -62,7 +63,31 @@ pub fn storage_error(e: lookback_storage::DbError) -> SqlError {
         E::TooLarge(m) => SqlError::new("54000", m),
         E::ShuttingDown => SqlError::new("57P01", "the server is shutting down"),
         E::Corrupt(m) => SqlError::new("XX001", m),
-        E::Storage(m) if m.contains("No space left") => SqlError::new("53100", m),
+        E::DiskFull(m) => SqlError::new("53100", m),
+        E::Wal(WalError::Io { errno: Some(errno), .. }) if io::Error::from_raw_os_error(*errno).kind() == io::ErrorKind::StorageFull => {
+            SqlError::new("53100", e.to_string())
+        }
+        E::Wal(WalError::Corrupt { .. }) => SqlError::new("XX001", e.to_string()),
         other => SqlError::new("58000", other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lookback_storage::{DbError, StorageError};
+
+    #[test]
+    fn storage_conditions_get_their_sqlstates() {
+        let full = StorageError::io("write segment 3", io::Error::from_raw_os_error(28));
+        assert_eq!(storage_error(DbError::from(full)).code, "53100");
+        let wal_full = WalError::Io { context: "write wal".into(), message: "No space left on device".into(), errno: Some(28) };
+        assert_eq!(storage_error(DbError::Wal(wal_full)).code, "53100");
+        let other = StorageError::io("read segment 3", io::Error::from_raw_os_error(5));
+        assert_eq!(storage_error(DbError::from(other)).code, "58000");
+        let corrupt = StorageError::corrupt("/d/segments/1.seg", 16, "crc32 mismatch");
+        let error = storage_error(DbError::from(corrupt));
+        assert_eq!(error.code, "XX001");
+        assert!(error.message.contains("1.seg") && error.message.contains("offset 16"), "{}", error.message);
     }
 }

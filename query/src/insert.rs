@@ -118,6 +118,7 @@ fn value_at(array: &dyn Array, row: usize, ty: ColumnType) -> Result<Value, Stri
         {
             Value::Timestamp(array.as_primitive::<TimestampMicrosecondType>().value(row))
         }
+        (ColumnType::Text, DataType::Utf8View) => Value::Text(array.as_string_view().value(row).to_string()),
         (ColumnType::Text, DataType::Utf8) => Value::Text(array.as_string::<i32>().value(row).to_string()),
         (ColumnType::Uuid, DataType::Utf8) => {
             let text = array.as_string::<i32>().value(row);

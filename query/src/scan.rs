@@ -10,7 +10,9 @@
 //! equality on a bitmap-indexed column (`event_type`) is applied by the scan from the
 //! segments' roaring bitmaps, skipping blocks it does not touch ([`crate::bitmap_filter`]).
 
-use crate::arrow::{arrow_schema, record_batch};
+use crate::arrow::{arrow_schema, block_record_batch, dictionary_views, record_batch, ENTRY_VIEWS_CACHED_MAX};
+use lookback_storage::segment::TextDictionary;
+use std::sync::OnceLock;
 use crate::bitmap_filter::{block_mask, BitmapFilter};
 use crate::error::storage_error;
 use datafusion::arrow::compute::{and, filter_record_batch};
@@ -125,6 +127,7 @@ impl TableProvider for LookbackTable {
         let projected = Arc::new(self.arrow.project(&columns)?);
         let bitmap_filters: Vec<BitmapFilter> = filters.iter().filter_map(|f| BitmapFilter::of(f, &self.schema)).collect();
         let selections = selections(&snapshot, &bitmap_filters)?;
+        let (snapshot_segments, columns_len) = (snapshot.segments.len(), columns.len());
         let scan = Arc::new(Scan {
             snapshot,
             columns,
@@ -133,6 +136,7 @@ impl TableProvider for LookbackTable {
             emitted: AtomicUsize::new(0),
             bitmap_filters,
             selections,
+            entry_views: (0..snapshot_segments).map(|_| (0..columns_len).map(|_| OnceLock::new()).collect()).collect(),
         });
         let units = scan.units(&prune::bounds(filters, &self.schema), &self.stats);
         let partitions = SCAN_PARTITIONS_MAX.min(units.len()).max(1);
@@ -179,6 +183,9 @@ struct Scan {
     bitmap_filters: Vec<BitmapFilter>,
     /// Per segment, the rows those filters pass.
     selections: Vec<Option<RoaringBitmap>>,
+    /// Per segment and output column, the Arrow views of the column's segment dictionary
+    /// entries (built on first use when small enough; see [`ENTRY_VIEWS_CACHED_MAX`]).
+    entry_views: Vec<Vec<OnceLock<Vec<u128>>>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -233,8 +240,12 @@ impl Scan {
             }
             Unit::Block { segment: s, block } => {
                 let segment = &self.snapshot.segments[s];
-                let columns = segment.read_block(block, &self.columns).map_err(|e| DataFusionError::from(storage_error(e.into())))?;
-                let out = record_batch(&self.schema, &columns, segment.block_rows(block))?;
+                let columns = segment.read_block_coded(block, &self.columns).map_err(|e| DataFusionError::from(storage_error(e.into())))?;
+                let views = |i: usize, dictionary: &TextDictionary| {
+                    let cached = dictionary.len() <= ENTRY_VIEWS_CACHED_MAX;
+                    cached.then(|| self.entry_views[s][i].get_or_init(|| dictionary_views(dictionary)).as_slice())
+                };
+                let out = block_record_batch(&self.schema, &columns, segment.block_rows(block), views)?;
                 match &self.selections[s] {
                     None => out,
                     Some(selection) => {

@@ -31,12 +31,18 @@ pub enum DbError {
     Locked { path: String },
     #[error("{0}")]
     Corrupt(String),
+    /// A write failed because the disk is full (ENOSPC).
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 impl From<StorageError> for DbError {
     fn from(e: StorageError) -> DbError {
         match e {
             StorageError::Corrupt { .. } => DbError::Corrupt(e.to_string()),
+            StorageError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                DbError::DiskFull(e.to_string())
+            }
             other => DbError::Storage(other.to_string()),
         }
     }

@@ -42,6 +42,52 @@ use super::encoding::{get_planes, invalid, put_planes, Invalid};
 use super::{COLUMN_BLOCK_RAW_BYTES_MAX, SEGMENT_DICTIONARY_ENTRIES_MAX};
 use lookback_common::{ByteReader, TextValues};
 
+/// A decoded segment dictionary: entries sorted byte-wise, distinct, valid UTF-8. The entry
+/// bytes are one shared buffer so a query can hand them to Arrow arrays without a copy.
+#[derive(Debug)]
+pub struct TextDictionary {
+    offsets: Vec<u32>,
+    data: bytes::Bytes,
+    entry_bytes_max: usize,
+}
+
+impl TextDictionary {
+    /// Takes a plain-form `text` (the decoder's output) as dictionary entries.
+    pub(crate) fn new(text: TextValues) -> TextDictionary {
+        assert!(text.codes.is_none(), "a segment dictionary is plain text");
+        let entry_bytes_max = text.offsets.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
+        TextDictionary { offsets: text.offsets, data: bytes::Bytes::from(text.data), entry_bytes_max }
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entry `i`'s bytes (UTF-8). Panics when `i >= len()`.
+    pub fn entry(&self, i: usize) -> &[u8] {
+        &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// `len() + 1` offsets into [`Self::data`], starting at 0, non-decreasing.
+    pub fn offsets(&self) -> &[u32] {
+        &self.offsets
+    }
+
+    /// Every entry's bytes, concatenated.
+    pub fn data(&self) -> &bytes::Bytes {
+        &self.data
+    }
+
+    /// Bytes of the longest entry.
+    pub fn entry_bytes_max(&self) -> usize {
+        self.entry_bytes_max
+    }
+}
+
 const TAG_RAW: u8 = 0;
 const TAG_UUID_LOWER: u8 = 1;
 const TAG_UUID_UPPER: u8 = 2;

@@ -10,6 +10,7 @@
 //! byte, so zstd sees the mostly-zero high bytes as long runs), zigzag, and validity. Decoders
 //! trust nothing: every count is bounded by the block's row count or the bytes left.
 
+use super::dictionary::TextDictionary;
 use super::{numeric, text};
 use lookback_common::{ByteReader, Column, ColumnType, ColumnValues, ReadError, TextValues};
 
@@ -120,7 +121,7 @@ pub(crate) fn decode_block(
     raw: &[u8],
     rows: usize,
     null_count: usize,
-    segment_dictionary: Option<&TextValues>,
+    segment_dictionary: Option<&TextDictionary>,
 ) -> Result<Column, Invalid> {
     if !encoding_supported(ty, encoding) {
         return invalid(format!("encoding {encoding} is not valid for a {} column", ty.name()));
@@ -146,6 +147,49 @@ pub(crate) fn decode_block(
         return invalid(format!("{} trailing bytes after values", r.remaining()));
     }
     Ok(Column::new(expand(values, validity.as_deref()), validity))
+}
+
+/// Decodes raw bytes of one text column block in a segment-code encoding into one code per
+/// row (code 0 in null rows) and the validity as stored (bits LSB first, set when not null),
+/// without expanding the text.
+pub(crate) fn decode_block_codes(
+    encoding: u8,
+    raw: &[u8],
+    rows: usize,
+    null_count: usize,
+    dictionary_len: usize,
+) -> Result<(Vec<u32>, Option<Vec<u8>>), Invalid> {
+    let Some(non_null) = rows.checked_sub(null_count) else {
+        return invalid(format!("null count {null_count} exceeds {rows} rows"));
+    };
+    let mut r = ByteReader::new(raw);
+    let validity = if null_count > 0 { Some(get_validity_bits(&mut r, rows, null_count)?) } else { None };
+    let dense = text::decode_segment_codes(&mut r, encoding, non_null, dictionary_len)?;
+    if !r.is_empty() {
+        return invalid(format!("{} trailing bytes after values", r.remaining()));
+    }
+    let codes = match &validity {
+        None => dense,
+        Some(bits) => {
+            let mut dense = dense.into_iter();
+            (0..rows).map(|i| if bits[i / 8] >> (i % 8) & 1 == 1 { dense.next().unwrap_or(0) } else { 0 }).collect()
+        }
+    };
+    Ok((codes, validity))
+}
+
+/// The validity of `rows` rows as stored (packed bits), checked like [`get_validity`].
+fn get_validity_bits(r: &mut ByteReader<'_>, rows: usize, null_count: usize) -> Result<Vec<u8>, Invalid> {
+    let bytes = r.bytes(rows.div_ceil(8))?;
+    let tail_bits = rows & 7;
+    if tail_bits != 0 && bytes.last().is_some_and(|&b| b >> tail_bits != 0) {
+        return invalid("nonzero padding bits");
+    }
+    let set: usize = bytes.iter().map(|b| b.count_ones() as usize).sum();
+    if rows - set != null_count {
+        return invalid(format!("validity has {} nulls, footer says {null_count}", rows - set));
+    }
+    Ok(bytes.to_vec())
 }
 
 /// Spreads dense values over all rows, putting the zero value in null slots.

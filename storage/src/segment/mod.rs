@@ -37,7 +37,8 @@ mod writer;
 mod zone_map;
 
 pub(crate) use intern::prefetch;
-pub use reader::Segment;
+pub use dictionary::TextDictionary;
+pub use reader::{BlockColumn, Segment};
 pub use writer::{write_segment, write_segment_sorting};
 pub use zone_map::ZoneMap;
 

@@ -10,14 +10,15 @@
 
 use super::bitmap;
 use super::dictionary;
-use super::encoding::{decode_block, uses_segment_dictionary, COMPRESSION_ZSTD};
+use super::dictionary::TextDictionary;
+use super::encoding::{decode_block, decode_block_codes, uses_segment_dictionary, COMPRESSION_ZSTD};
 use super::footer::{ColumnBlockMeta, DictionaryMeta, Footer};
 use super::{
     SegmentInfo, ZoneMap, FOOTER_BYTES_MAX, HEADER_BYTES, SEGMENT_FORMAT_VERSION, SEGMENT_MAGIC,
     TRAILER_BYTES,
 };
 use crate::StorageError;
-use lookback_common::{crc32, Batch, ByteReader, Column, Schema, TextValues};
+use lookback_common::{crc32, Batch, ByteReader, Column, ColumnValues, Schema, TextValues};
 use memmap2::Mmap;
 use roaring::RoaringBitmap;
 use std::fs::File;
@@ -25,7 +26,40 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// A decoded segment dictionary, or why it does not decode.
-type CachedDictionary = OnceLock<Result<TextValues, String>>;
+type CachedDictionary = OnceLock<Result<TextDictionary, String>>;
+
+/// One column of a block as [`Segment::read_block_coded`] gives it.
+#[derive(Debug)]
+pub enum BlockColumn<'s> {
+    /// Decoded values, as [`Segment::read_block`] gives them.
+    Values(Column),
+    /// A text column kept as codes into its segment dictionary: one code per row, each below
+    /// `dictionary.len()` (code 0 in null rows). `validity`, when the block has nulls, is one
+    /// bit per row, LSB first, set when the row is not null (Arrow's layout too).
+    Codes { codes: Vec<u32>, validity: Option<Vec<u8>>, dictionary: &'s TextDictionary },
+}
+
+impl BlockColumn<'_> {
+    /// The decoded column (codes expanded to text; null rows empty).
+    pub fn into_column(self) -> Column {
+        match self {
+            BlockColumn::Values(column) => column,
+            BlockColumn::Codes { codes, validity, dictionary } => {
+                let validity: Option<Vec<bool>> = validity.map(|bits| (0..codes.len()).map(|i| bits[i / 8] >> (i % 8) & 1 == 1).collect());
+                let valid = |row: usize| validity.as_ref().is_none_or(|v| v[row]);
+                let bytes: usize = codes.iter().enumerate().filter(|&(row, _)| valid(row)).map(|(_, &c)| dictionary.entry(c as usize).len()).sum();
+                let mut text = TextValues::with_capacity(codes.len(), bytes);
+                for (row, &code) in codes.iter().enumerate() {
+                    if valid(row) {
+                        text.data.extend_from_slice(dictionary.entry(code as usize));
+                    }
+                    text.offsets.push(text.data.len() as u32);
+                }
+                Column::new(ColumnValues::Text(text), validity)
+            }
+        }
+    }
+}
 
 /// An open, verified segment. `Send + Sync`: the mapping is read-only and the file immutable.
 pub struct Segment {
@@ -109,6 +143,18 @@ impl Segment {
     /// Decodes `columns` of `block` (each a full column of `block_rows(block)` rows, in the
     /// order asked). Panics on an out-of-range block or column (a caller bug).
     pub fn read_block(&self, block: usize, columns: &[usize]) -> Result<Vec<Column>, StorageError> {
+        let read = self.read_block_as(block, columns, false)?;
+        Ok(read.into_iter().map(BlockColumn::into_column).collect())
+    }
+
+    /// As [`Self::read_block`], but text columns stored as segment-dictionary codes come back
+    /// as the codes (and a reference to the dictionary), not expanded: a query turns them into
+    /// Arrow arrays over the dictionary's bytes, or aggregates on the codes.
+    pub fn read_block_coded(&self, block: usize, columns: &[usize]) -> Result<Vec<BlockColumn<'_>>, StorageError> {
+        self.read_block_as(block, columns, true)
+    }
+
+    fn read_block_as(&self, block: usize, columns: &[usize], coded: bool) -> Result<Vec<BlockColumn<'_>>, StorageError> {
         assert!(block < self.block_count(), "read_block: block {block} out of range");
         let rows = self.block_rows(block);
         let mut decompressor = zstd::bulk::Decompressor::new()
@@ -117,7 +163,7 @@ impl Segment {
             .iter()
             .map(|&column| {
                 assert!(column < self.footer.schema.len(), "read_block: column {column} out of range");
-                self.read_column_block(block, column, rows, &mut decompressor)
+                self.read_column_block(block, column, rows, &mut decompressor, coded)
             })
             .collect()
     }
@@ -128,7 +174,8 @@ impl Segment {
         column: usize,
         rows: usize,
         decompressor: &mut zstd::bulk::Decompressor<'_>,
-    ) -> Result<Column, StorageError> {
+        coded: bool,
+    ) -> Result<BlockColumn<'_>, StorageError> {
         let meta = self.footer.column_block(block, column);
         let def = &self.footer.schema.columns[column];
         let corrupt = |reason: String| {
@@ -157,13 +204,21 @@ impl Segment {
             true => Some(self.segment_dictionary(column)?),
             false => None,
         };
-        decode_block(def.ty, meta.encoding, raw, rows, null_count, dictionary)
-            .map_err(|e| corrupt(e.0))
+        match dictionary {
+            Some(dictionary) if coded => {
+                let (codes, validity) = decode_block_codes(meta.encoding, raw, rows, null_count, dictionary.len())
+                    .map_err(|e| corrupt(e.0))?;
+                Ok(BlockColumn::Codes { codes, validity, dictionary })
+            }
+            _ => decode_block(def.ty, meta.encoding, raw, rows, null_count, dictionary)
+                .map(BlockColumn::Values)
+                .map_err(|e| corrupt(e.0)),
+        }
     }
 
     /// `column`'s segment dictionary, decoded on first use. The footer guarantees that a
     /// column block with segment codes has one.
-    fn segment_dictionary(&self, column: usize) -> Result<&TextValues, StorageError> {
+    fn segment_dictionary(&self, column: usize) -> Result<&TextDictionary, StorageError> {
         let name = &self.footer.schema.columns[column].name;
         let Some(i) = self.footer.dictionary_of(column) else {
             unreachable!("footer decode checks segment codes have a dictionary");
@@ -175,7 +230,7 @@ impl Segment {
         })
     }
 
-    fn decode_dictionary(&self, meta: &DictionaryMeta) -> Result<TextValues, String> {
+    fn decode_dictionary(&self, meta: &DictionaryMeta) -> Result<TextDictionary, String> {
         let stored = span(&self.map, meta.offset, meta.stored_len).ok_or("outside the file")?;
         let actual = crc32(stored);
         if actual != meta.crc32 {
@@ -196,7 +251,7 @@ impl Segment {
         if text.len() != meta.entries as usize {
             return Err(format!("{} entries, footer says {}", text.len(), meta.entries));
         }
-        Ok(text)
+        Ok(TextDictionary::new(text))
     }
 
     fn stored_bytes(&self, meta: &ColumnBlockMeta) -> Option<&[u8]> {

@@ -24,6 +24,7 @@ use super::encoding::{
     ENCODING_PLAIN, ENCODING_SEGMENT_CODES, ENCODING_SEGMENT_CODES_RLE,
 };
 use super::COLUMN_BLOCK_RAW_BYTES_MAX;
+use super::dictionary::TextDictionary;
 use crate::sort::rank_text;
 use lookback_common::{ByteReader, TextValues};
 
@@ -107,7 +108,7 @@ pub(crate) fn decode_texts(
     r: &mut ByteReader<'_>,
     encoding: u8,
     count: usize,
-    segment_dictionary: Option<&TextValues>,
+    segment_dictionary: Option<&TextDictionary>,
 ) -> Result<TextValues, Invalid> {
     match encoding {
         ENCODING_PLAIN => {
@@ -126,9 +127,27 @@ pub(crate) fn decode_texts(
                 return invalid("segment codes without a segment dictionary");
             };
             let codes = get_codes(r, encoding == ENCODING_SEGMENT_CODES, count)?;
-            expand_codes(dictionary.len(), |c| dictionary.get_bytes(c), &codes)
+            expand_codes(dictionary.len(), |c| dictionary.entry(c), &codes)
         }
         other => invalid(format!("unknown text encoding {other}")),
+    }
+}
+
+/// The `count` dense codes of a segment-code encoding, each checked to be below
+/// `dictionary_len`: for readers that keep text as codes instead of expanding it.
+pub(crate) fn decode_segment_codes(
+    r: &mut ByteReader<'_>,
+    encoding: u8,
+    count: usize,
+    dictionary_len: usize,
+) -> Result<Vec<u32>, Invalid> {
+    if !matches!(encoding, ENCODING_SEGMENT_CODES | ENCODING_SEGMENT_CODES_RLE) {
+        return invalid(format!("encoding {encoding} holds no segment codes"));
+    }
+    let codes = get_codes(r, encoding == ENCODING_SEGMENT_CODES, count)?;
+    match codes.iter().find(|&&c| c as usize >= dictionary_len) {
+        Some(c) => invalid(format!("code {c} outside a dictionary of {dictionary_len}")),
+        None => Ok(codes),
     }
 }
 
