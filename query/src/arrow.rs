@@ -99,6 +99,19 @@ pub fn column_array(column: &Column) -> Result<ArrayRef, DataFusionError> {
     Ok(array)
 }
 
+/// [`column_array`] for a column the caller gives up: fixed-width values move into the array
+/// without a copy.
+pub fn column_into_array(column: Column) -> Result<ArrayRef, DataFusionError> {
+    let nulls = || column.validity.as_ref().map(|v| NullBuffer::from(v.as_slice()));
+    let array: ArrayRef = match column.values {
+        ColumnValues::Int64(v) => Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls())),
+        ColumnValues::Float64(v) => Arc::new(Float64Array::new(ScalarBuffer::from(v), nulls())),
+        ColumnValues::Timestamp(v) => Arc::new(TimestampMicrosecondArray::new(ScalarBuffer::from(v), nulls()).with_timezone(TIMESTAMP_TZ)),
+        values => return column_array(&Column::new(values, column.validity)),
+    };
+    Ok(array)
+}
+
 /// A text column as a `StringViewArray`. Storage guarantees valid UTF-8 on character
 /// boundaries (checked when the batch was decoded or the block read).
 fn string_array(text: &TextValues, nulls: Option<NullBuffer>) -> Result<StringViewArray, DataFusionError> {
@@ -179,17 +192,19 @@ fn view_array(views: Vec<u128>, buffer: Option<Buffer>, nulls: Option<NullBuffer
 /// A block read with [`lookback_storage::segment::Segment::read_block_coded`] as a record batch
 /// of `schema` (already projected) with `rows` rows.
 /// `views(i, dictionary)` may give the cached [`dictionary_views`] of column `i`'s dictionary.
+/// Decoded values move into the arrays (each `Values` column is left empty); codes stay in
+/// `columns`, for callers that group on them.
 pub fn block_record_batch<'v>(
     schema: &SchemaRef,
-    columns: &[BlockColumn<'_>],
+    columns: &mut [BlockColumn<'_>],
     rows: usize,
     views: impl Fn(usize, &TextDictionary) -> Option<&'v [u128]>,
 ) -> Result<RecordBatch, DataFusionError> {
     let arrays = columns
-        .iter()
+        .iter_mut()
         .enumerate()
         .map(|(i, c)| match c {
-            BlockColumn::Values(column) => column_array(column),
+            BlockColumn::Values(column) => column_into_array(std::mem::replace(column, Column::new(ColumnValues::Bool(Vec::new()), None))),
             BlockColumn::Codes { codes, validity, dictionary } => coded_array(codes, validity.as_deref(), dictionary, views(i, dictionary)),
         })
         .collect::<Result<Vec<_>, _>>()?;

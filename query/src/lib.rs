@@ -7,6 +7,7 @@
 
 pub mod arrow;
 pub mod bitmap_filter;
+pub mod code_aggregate;
 pub mod copy;
 pub mod date_trunc;
 pub mod ddl;
@@ -16,6 +17,7 @@ pub mod prune;
 pub mod scan;
 
 use datafusion::common::TableReference;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use lookback_storage::Db;
@@ -30,7 +32,13 @@ pub fn session_context(db: &Arc<Db>, database: &str) -> Result<SessionContext> {
         .with_information_schema(true)
         .with_target_partitions(scan::SCAN_PARTITIONS_MAX)
         .with_default_catalog_and_schema(database, "public");
-    let mut ctx = SessionContext::new_with_config(config);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        // GROUP BY a text column on the segment dictionary codes.
+        .with_physical_optimizer_rule(Arc::new(code_aggregate::CodeAggregation))
+        .build();
+    let mut ctx = SessionContext::new_with_state(state);
     // JSON in text columns (`properties`): json_get_str(...) and friends, and the `->`, `->>`
     // and `?` operators rewritten to them.
     datafusion_functions_json::register_all(&mut ctx)?;

@@ -11,7 +11,7 @@
 //! segments' roaring bitmaps, skipping blocks it does not touch ([`crate::bitmap_filter`]).
 
 use crate::arrow::{arrow_schema, block_record_batch, dictionary_views, record_batch, ENTRY_VIEWS_CACHED_MAX};
-use lookback_storage::segment::TextDictionary;
+use lookback_storage::segment::{BlockColumn, TextDictionary};
 use std::sync::OnceLock;
 use crate::bitmap_filter::{block_mask, BitmapFilter};
 use crate::error::storage_error;
@@ -29,9 +29,10 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::catalog::streaming::StreamingTable;
-use datafusion::physical_plan::streaming::PartitionStream;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::StreamExt;
 use lookback_common::Schema;
 use lookback_storage::{Db, TableSnapshot};
@@ -114,7 +115,7 @@ impl TableProvider for LookbackTable {
 
     async fn scan(
         &self,
-        state: &dyn Session,
+        _state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -139,15 +140,7 @@ impl TableProvider for LookbackTable {
             entry_views: (0..snapshot_segments).map(|_| (0..columns_len).map(|_| OnceLock::new()).collect()).collect(),
         });
         let units = scan.units(&prune::bounds(filters, &self.schema), &self.stats);
-        let partitions = SCAN_PARTITIONS_MAX.min(units.len()).max(1);
-        let streams: Vec<Arc<dyn PartitionStream>> = (0..partitions)
-            .map(|p| {
-                let mine = units.iter().copied().skip(p).step_by(partitions).collect();
-                Arc::new(ScanPartition { scan: scan.clone(), units: mine }) as Arc<dyn PartitionStream>
-            })
-            .collect();
-        let table = StreamingTable::try_new(projected, streams)?;
-        table.scan(state, None, &[], limit).await
+        Ok(Arc::new(LookbackScanExec::new(self.name.clone(), scan, units)))
     }
 }
 
@@ -171,7 +164,7 @@ fn selections(snapshot: &TableSnapshot, filters: &[BitmapFilter]) -> Result<Vec<
 }
 
 /// What every partition of one scan shares.
-struct Scan {
+pub(crate) struct Scan {
     snapshot: TableSnapshot,
     /// Schema columns to read, in output order.
     columns: Vec<usize>,
@@ -189,7 +182,7 @@ struct Scan {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Unit {
+pub(crate) enum Unit {
     Memtable(usize),
     Block { segment: usize, block: usize },
 }
@@ -218,74 +211,186 @@ impl Scan {
         units
     }
 
+    pub(crate) fn has_limit(&self) -> bool {
+        self.limit.is_some()
+    }
+
     fn limit_reached(&self) -> bool {
         self.limit.is_some_and(|l| self.emitted.load(Ordering::Relaxed) >= l)
     }
 
-    fn read(&self, unit: Unit) -> Result<RecordBatch> {
-        let batch = match unit {
+    pub(crate) fn read(&self, unit: Unit) -> Result<RecordBatch> {
+        Ok(self.read_keyed(unit, None)?.0)
+    }
+
+    /// A unit's rows; and when output column `group` of a segment block is stored as codes
+    /// into its segment dictionary, those codes too (one per output row, after the bitmap
+    /// selection; a null row's code is meaningless).
+    pub(crate) fn read_keyed(&self, unit: Unit, group: Option<usize>) -> Result<(RecordBatch, Option<SegmentCodes<'_>>)> {
+        let (batch, codes) = match unit {
             Unit::Memtable(i) => {
                 let batch = &self.snapshot.memtable[i];
                 let out = record_batch(&self.schema, self.columns.iter().map(|&c| batch.column(c)), batch.rows())?;
                 match self.bitmap_filters.split_first() {
-                    None => out,
+                    None => (out, None),
                     Some((first, rest)) => {
                         let mut mask = first.mask(batch.column(first.column));
                         for f in rest {
                             mask = and(&mask, &f.mask(batch.column(f.column)))?;
                         }
-                        filter_record_batch(&out, &mask)?
+                        (filter_record_batch(&out, &mask)?, None)
                     }
                 }
             }
-            Unit::Block { segment: s, block } => {
-                let segment = &self.snapshot.segments[s];
-                let columns = segment.read_block_coded(block, &self.columns).map_err(|e| DataFusionError::from(storage_error(e.into())))?;
-                let views = |i: usize, dictionary: &TextDictionary| {
-                    let cached = dictionary.len() <= ENTRY_VIEWS_CACHED_MAX;
-                    cached.then(|| self.entry_views[s][i].get_or_init(|| dictionary_views(dictionary)).as_slice())
-                };
-                let out = block_record_batch(&self.schema, &columns, segment.block_rows(block), views)?;
-                match &self.selections[s] {
-                    None => out,
-                    Some(selection) => {
-                        let first = u32::try_from(segment.block_first_row(block))
-                            .map_err(|_| DataFusionError::Internal("segment row id over u32".into()))?;
-                        filter_record_batch(&out, &block_mask(selection, first, segment.block_rows(block)))?
-                    }
-                }
-            }
+            Unit::Block { segment: s, block } => self.read_block(s, block, group)?,
         };
         self.emitted.fetch_add(batch.num_rows(), Ordering::Relaxed);
-        Ok(batch)
+        Ok((batch, codes))
+    }
+
+    fn read_block(&self, s: usize, block: usize, group: Option<usize>) -> Result<(RecordBatch, Option<SegmentCodes<'_>>)> {
+        let segment = &self.snapshot.segments[s];
+        let rows = segment.block_rows(block);
+        let mut columns = segment.read_block_coded(block, &self.columns).map_err(|e| DataFusionError::from(storage_error(e.into())))?;
+        let views = |i: usize, dictionary: &TextDictionary| {
+            let cached = dictionary.len() <= ENTRY_VIEWS_CACHED_MAX;
+            cached.then(|| self.entry_views[s][i].get_or_init(|| dictionary_views(dictionary)).as_slice())
+        };
+        let out = block_record_batch(&self.schema, &mut columns, rows, views)?;
+        let codes = match group {
+            Some(g) => match columns.swap_remove(g) {
+                BlockColumn::Codes { codes, dictionary, .. } => Some(SegmentCodes { segment: s, codes, dictionary }),
+                BlockColumn::Values(_) => None,
+            },
+            None => None,
+        };
+        let Some(selection) = &self.selections[s] else { return Ok((out, codes)) };
+        let first = u32::try_from(segment.block_first_row(block))
+            .map_err(|_| DataFusionError::Internal("segment row id over u32".into()))?;
+        let mask = block_mask(selection, first, rows);
+        let codes = codes.map(|c| SegmentCodes {
+            codes: c.codes.iter().zip(mask.values().iter()).filter_map(|(&code, keep)| keep.then_some(code)).collect(),
+            ..c
+        });
+        Ok((filter_record_batch(&out, &mask)?, codes))
     }
 }
 
-struct ScanPartition {
+/// Codes of one block's text column into its segment's dictionary.
+pub(crate) struct SegmentCodes<'s> {
+    /// Index of the segment in the scan's snapshot (codes of different segments differ).
+    pub segment: usize,
+    pub codes: Vec<u32>,
+    pub dictionary: &'s TextDictionary,
+}
+
+/// The scan as a DataFusion leaf: [`SCAN_PARTITIONS_MAX`] partitions, each a share of the
+/// units. Its own plan node (not a `StreamingTableExec`) so that physical optimizer rules can
+/// see a Lookback scan and read it differently ([`crate::code_aggregate`]).
+pub struct LookbackScanExec {
+    table: String,
     scan: Arc<Scan>,
-    units: Vec<Unit>,
+    /// Units of each partition, dealt round-robin.
+    partitions: Vec<Vec<Unit>>,
+    properties: Arc<PlanProperties>,
 }
 
-impl fmt::Debug for ScanPartition {
+impl LookbackScanExec {
+    fn new(table: String, scan: Arc<Scan>, units: Vec<Unit>) -> LookbackScanExec {
+        let count = SCAN_PARTITIONS_MAX.min(units.len()).max(1);
+        let partitions = (0..count).map(|p| units.iter().copied().skip(p).step_by(count).collect()).collect();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(scan.schema.clone()),
+            Partitioning::UnknownPartitioning(count),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        LookbackScanExec { table, scan, partitions, properties: Arc::new(properties) }
+    }
+
+    pub(crate) fn scan(&self) -> &Arc<Scan> {
+        &self.scan
+    }
+
+    pub(crate) fn partition_units(&self, partition: usize) -> &[Unit] {
+        &self.partitions[partition]
+    }
+}
+
+impl fmt::Debug for LookbackScanExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ScanPartition({} units)", self.units.len())
+        write!(f, "LookbackScanExec({})", self.table)
     }
 }
 
-impl PartitionStream for ScanPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.scan.schema
+impl DisplayAs for LookbackScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units: usize = self.partitions.iter().map(Vec::len).sum();
+        let columns: Vec<&str> = self.scan.schema.fields().iter().map(|field| field.name().as_str()).collect();
+        write!(f, "LookbackScanExec: table={}, partitions={}, units={units}, projection=[{}]", self.table, self.partitions.len(), columns.join(", "))?;
+        if !self.scan.bitmap_filters.is_empty() {
+            write!(f, ", bitmap_filters={}", self.scan.bitmap_filters.len())?;
+        }
+        if let Some(limit) = self.scan.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for LookbackScanExec {
+    fn name(&self) -> &str {
+        "LookbackScanExec"
     }
 
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        match children.is_empty() {
+            true => Ok(self),
+            false => Err(DataFusionError::Internal("LookbackScanExec has no children".into())),
+        }
+    }
+
+    fn execute(&self, partition: usize, _ctx: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let units = self
+            .partitions
+            .get(partition)
+            .ok_or_else(|| DataFusionError::Internal(format!("LookbackScanExec has no partition {partition}")))?
+            .clone()
+            .into_iter();
         let scan = self.scan.clone();
-        let units = self.units.clone().into_iter();
+        let mut left = scan.limit;
         let stream = futures::stream::iter(units)
             .take_while({
                 let scan = scan.clone();
                 move |_| futures::future::ready(!scan.limit_reached())
             })
-            .map(move |unit| scan.read(unit));
-        Box::pin(RecordBatchStreamAdapter::new(self.scan.schema.clone(), stream))
+            .map(move |unit| {
+                // At most `limit` rows per partition, as DataFusion's own sources give.
+                let batch = scan.read(unit)?;
+                Ok(match left.as_mut() {
+                    None => batch,
+                    Some(left) => {
+                        let rows = batch.num_rows().min(*left);
+                        *left -= rows;
+                        batch.slice(0, rows)
+                    }
+                })
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.scan.schema.clone(), stream)))
     }
 }

@@ -265,21 +265,46 @@ pub(crate) fn put_planes(out: &mut Vec<u8>, values: &[u64]) {
 
 /// Reads what [`put_planes`] wrote for `count` values.
 pub(crate) fn get_planes(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<u64>, Invalid> {
+    let planes = read_planes(r, count, 8)?;
+    Ok(join_planes(&planes, count))
+}
+
+/// [`get_planes`] for values that must fit in 32 bits (dictionary codes): wider planes are
+/// invalid, and the values are built as `u32` directly.
+pub(crate) fn get_planes_u32(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<u32>, Invalid> {
+    let planes = read_planes(r, count, 4)?;
+    Ok(join_planes(&planes, count))
+}
+
+/// The width byte and the planes of `count` values at most `width_max` bytes wide.
+fn read_planes<'a>(r: &mut ByteReader<'a>, count: usize, width_max: usize) -> Result<Vec<&'a [u8]>, Invalid> {
     let width = r.u8()? as usize;
-    if width > 8 {
-        return invalid(format!("plane width {width} exceeds 8"));
+    if width > width_max {
+        return invalid(format!("plane width {width} exceeds {width_max}"));
     }
     if count.saturating_mul(width) > r.remaining() {
         return invalid(format!("{width} planes of {count} values exceed the payload"));
     }
-    let mut values = vec![0u64; count];
-    for k in 0..width {
-        let plane = r.bytes(count)?;
-        for (v, &b) in values.iter_mut().zip(plane) {
-            *v |= (b as u64) << (8 * k);
+    (0..width).map(|_| Ok(r.bytes(count)?)).collect()
+}
+
+/// Values whose byte `k` is `planes[k][i]`. Works in chunks that stay in the L1 cache while
+/// every plane is ORed in (one pass over memory instead of one per plane).
+fn join_planes<T>(planes: &[&[u8]], count: usize) -> Vec<T>
+where
+    T: Copy + Default + From<u8> + std::ops::Shl<usize, Output = T> + std::ops::BitOrAssign,
+{
+    const CHUNK_VALUES: usize = 2048;
+    let mut values = vec![T::default(); count];
+    for (c, chunk) in values.chunks_mut(CHUNK_VALUES).enumerate() {
+        let (start, len) = (c * CHUNK_VALUES, chunk.len());
+        for (k, plane) in planes.iter().enumerate() {
+            for (v, &b) in chunk.iter_mut().zip(&plane[start..start + len]) {
+                *v |= T::from(b) << (8 * k);
+            }
         }
     }
-    Ok(values)
+    values
 }
 
 pub(crate) fn zigzag(v: i64) -> u64 {

@@ -20,7 +20,7 @@
 //! (beyond that a dictionary cannot pay for itself); the smallest after compression wins.
 
 use super::encoding::{
-    get_planes, invalid, put_planes, unzigzag, zigzag, Invalid, ENCODING_DICT, ENCODING_DICT_RLE,
+    get_planes, get_planes_u32, invalid, put_planes, unzigzag, zigzag, Invalid, ENCODING_DICT, ENCODING_DICT_RLE,
     ENCODING_PLAIN, ENCODING_SEGMENT_CODES, ENCODING_SEGMENT_CODES_RLE,
 };
 use super::COLUMN_BLOCK_RAW_BYTES_MAX;
@@ -154,8 +154,7 @@ pub(crate) fn decode_segment_codes(
 /// Plain codes (byte planes) or runs.
 fn get_codes(r: &mut ByteReader<'_>, plain: bool, count: usize) -> Result<Vec<u32>, Invalid> {
     if plain {
-        let codes = get_planes(r, count)?;
-        Ok(codes.into_iter().map(|c| u32::try_from(c).unwrap_or(u32::MAX)).collect())
+        get_planes_u32(r, count)
     } else {
         get_runs(r, count)
     }
