@@ -76,6 +76,7 @@ async fn grouping_on_codes_equals_hash_grouping() {
         "SELECT channel, count(*) FROM events WHERE ts > to_timestamp_micros(1700000000000000 + 2500000000) GROUP BY channel ORDER BY channel",
         "SELECT device_id, count(*) FROM events GROUP BY device_id ORDER BY 2 DESC, 1 LIMIT 5",
         "SELECT count(*) FROM (SELECT channel FROM events GROUP BY channel) t",
+        "SELECT channel, count(*) FROM events WHERE event_type = 'no-such-type' GROUP BY channel",
     ];
     for sql in queries {
         let expected = text(&plain, sql).await;
