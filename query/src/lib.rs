@@ -6,6 +6,7 @@
 //! arrive as Arrow ([`arrow`]), and everything above the scan is DataFusion's.
 
 pub mod arrow;
+pub mod attribution;
 pub mod bitmap_filter;
 pub mod code_aggregate;
 pub mod copy;
