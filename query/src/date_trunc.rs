@@ -58,6 +58,16 @@ enum Unit {
 const MINUTE_US: i64 = 60 * SECOND_US;
 const HOUR_US: i64 = 3_600 * SECOND_US;
 
+/// The step between consecutive values `date_trunc(granularity, ts)` gives for UTC
+/// timestamps when that step is fixed (second to week; weeks are aligned to Mondays), in
+/// microseconds: truncated values differ by whole multiples of it.
+pub fn fixed_step_us(granularity: &str) -> Option<i64> {
+    match unit(granularity)? {
+        Unit::Fixed(len) => Some(len),
+        Unit::Week => Some(7 * DAY_US),
+    }
+}
+
 fn unit(granularity: &str) -> Option<Unit> {
     Some(match granularity.to_ascii_lowercase().as_str() {
         "second" => Unit::Fixed(SECOND_US),

@@ -77,6 +77,12 @@ async fn grouping_on_codes_equals_hash_grouping() {
         "SELECT device_id, count(*) FROM events GROUP BY device_id ORDER BY 2 DESC, 1 LIMIT 5",
         "SELECT count(*) FROM (SELECT channel FROM events GROUP BY channel) t",
         "SELECT channel, count(*) FROM events WHERE event_type = 'no-such-type' GROUP BY channel",
+        // date_trunc of a fixed unit groups through the dense step table.
+        "SELECT date_trunc('minute', ts) AS m, count(*), sum(revenue) FROM events GROUP BY 1 ORDER BY 1",
+        "SELECT date_trunc('hour', ts), count(*) FROM events WHERE event_type = 'open' GROUP BY 1 ORDER BY 1",
+        "SELECT date_trunc('week', ts), avg(revenue), max(channel) FROM events GROUP BY 1 ORDER BY 1",
+        "SELECT date_trunc('second', ts), count(*) FROM events GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3",
+        "SELECT date_trunc('month', ts), count(*) FROM events GROUP BY 1",
     ];
     for sql in queries {
         let expected = text(&plain, sql).await;
@@ -85,7 +91,7 @@ async fn grouping_on_codes_equals_hash_grouping() {
 
     // Plain aggregates, FILTER clauses and bitmap-filtered scans run on codes; a DISTINCT
     // aggregate does not.
-    for sql in [queries[0], queries[1], queries[2], queries[5]] {
+    for sql in [queries[0], queries[1], queries[2], queries[5], queries[8], queries[9], queries[10], queries[11]] {
         let plan = text(&with_rule, &format!("EXPLAIN {sql}")).await;
         assert!(plan.contains("CodeAggregateExec"), "{plan}");
     }
