@@ -22,6 +22,7 @@
 
 use crate::scan::{LookbackScanExec, Scan, SegmentCodes, Unit};
 use crate::arrow::TIMESTAMP_TZ;
+use crate::date_trunc::{DAY_US, HOUR_US, MINUTE_US, SECOND_US, WEEK_US};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringViewArray, TimestampMicrosecondArray};
 use datafusion::arrow::compute::{max, min};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
@@ -453,13 +454,12 @@ impl Groups {
         let mut by_step = vec![SLOT_UNSEEN; span as usize + 1];
         // One loop per common step, so each divides by a constant (a multiply), not a runtime
         // divisor (a hardware division per row).
-        const S: i64 = 1_000_000;
         match step_us {
-            S => dense_time::<S>(keys, lo, &mut by_step, time, indices),
-            60_000_000 => dense_time::<60_000_000>(keys, lo, &mut by_step, time, indices),
-            3_600_000_000 => dense_time::<3_600_000_000>(keys, lo, &mut by_step, time, indices),
-            86_400_000_000 => dense_time::<86_400_000_000>(keys, lo, &mut by_step, time, indices),
-            604_800_000_000 => dense_time::<604_800_000_000>(keys, lo, &mut by_step, time, indices),
+            SECOND_US => dense_time::<SECOND_US>(keys, lo, &mut by_step, time, indices),
+            MINUTE_US => dense_time::<MINUTE_US>(keys, lo, &mut by_step, time, indices),
+            HOUR_US => dense_time::<HOUR_US>(keys, lo, &mut by_step, time, indices),
+            DAY_US => dense_time::<DAY_US>(keys, lo, &mut by_step, time, indices),
+            WEEK_US => dense_time::<WEEK_US>(keys, lo, &mut by_step, time, indices),
             // date_trunc gives no other step; were one added, every key takes the hash table.
             _ => hashed_time(keys, time, indices),
         }

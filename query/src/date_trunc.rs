@@ -20,8 +20,8 @@ use datafusion::logical_expr::{
 };
 use std::sync::Arc;
 
-const SECOND_US: i64 = 1_000_000;
-const DAY_US: i64 = 86_400 * SECOND_US;
+pub(crate) const SECOND_US: i64 = 1_000_000;
+pub(crate) const DAY_US: i64 = 86_400 * SECOND_US;
 
 /// DataFusion's `date_trunc`, with UTC microsecond arrays truncated by arithmetic.
 #[derive(Debug)]
@@ -55,8 +55,9 @@ enum Unit {
     Week,
 }
 
-const MINUTE_US: i64 = 60 * SECOND_US;
-const HOUR_US: i64 = 3_600 * SECOND_US;
+pub(crate) const MINUTE_US: i64 = 60 * SECOND_US;
+pub(crate) const HOUR_US: i64 = 3_600 * SECOND_US;
+pub(crate) const WEEK_US: i64 = 7 * DAY_US;
 
 /// The step between consecutive values `date_trunc(granularity, ts)` gives for UTC
 /// timestamps when that step is fixed (second to week; weeks are aligned to Mondays), in
@@ -64,7 +65,7 @@ const HOUR_US: i64 = 3_600 * SECOND_US;
 pub fn fixed_step_us(granularity: &str) -> Option<i64> {
     match unit(granularity)? {
         Unit::Fixed(len) => Some(len),
-        Unit::Week => Some(7 * DAY_US),
+        Unit::Week => Some(WEEK_US),
     }
 }
 

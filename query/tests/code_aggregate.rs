@@ -4,47 +4,28 @@
 
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
-use lookback_common::{BatchBuilder, Schema, Value};
+use lookback_common::Value;
 use lookback_query::scan::LookbackTable;
-use lookback_storage::{Db, DbOptions};
-use std::sync::{mpsc, Arc};
+use lookback_storage::Db;
+use std::sync::Arc;
 
-const BASE_US: i64 = 1_700_000_000_000_000;
+mod common;
 
-fn open(dir: &std::path::Path) -> Arc<Db> {
-    let mut o = DbOptions::new(dir);
-    o.flush_interval_ms = 3_600_000;
-    o.flush_segment.block_rows = 256;
-    Arc::new(Db::open(o).unwrap())
-}
+use common::{admit_events, event_id, open, BASE_US};
 
 /// Rows `from..to`; `channels` picks each row's channel (None: NULL).
 fn admit(db: &Db, seq: u64, from: i64, to: i64, channels: &[Option<&str>]) {
-    let schema = Schema::events();
-    let mut b = BatchBuilder::new(&schema, (to - from) as usize);
-    for i in from..to {
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&i.to_le_bytes());
-        let row: Vec<Value> = schema
-            .columns
-            .iter()
-            .map(|c| match c.name.as_str() {
-                "event_id" => Value::Uuid(id),
-                "app_id" => Value::Text(format!("app-{}", i % 4)),
-                "ts" => Value::Timestamp(BASE_US + i * 1_000_000),
-                "event_type" => Value::Text(["install", "open", "purchase"][(i % 3) as usize].into()),
-                "device_id" => Value::Text(format!("device-{}", i % 97)),
-                "channel" => channels[(i as usize) % channels.len()].map_or(Value::Null, |c| Value::Text(c.into())),
-                "revenue" if i % 7 == 0 => Value::Null,
-                "revenue" => Value::Float64(i as f64 * 0.25),
-                _ => Value::Null,
-            })
-            .collect();
-        b.push_row(&row).unwrap();
-    }
-    let (tx, rx) = mpsc::channel();
-    db.admit("events", 1, seq, b.finish().unwrap(), Box::new(move |r| drop(tx.send(r)))).unwrap();
-    rx.recv().unwrap().unwrap();
+    admit_events(db, seq, from..to, |i, column| match column {
+        "event_id" => event_id(i, 0),
+        "app_id" => Value::Text(format!("app-{}", i % 4)),
+        "ts" => Value::Timestamp(BASE_US + i * 1_000_000),
+        "event_type" => Value::Text(["install", "open", "purchase"][(i % 3) as usize].into()),
+        "device_id" => Value::Text(format!("device-{}", i % 97)),
+        "channel" => channels[(i as usize) % channels.len()].map_or(Value::Null, |c| Value::Text(c.into())),
+        "revenue" if i % 7 == 0 => Value::Null,
+        "revenue" => Value::Float64(i as f64 * 0.25),
+        _ => Value::Null,
+    })
 }
 
 async fn text(ctx: &SessionContext, sql: &str) -> String {
@@ -55,7 +36,7 @@ async fn text(ctx: &SessionContext, sql: &str) -> String {
 #[tokio::test]
 async fn grouping_on_codes_equals_hash_grouping() {
     let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
+    let db = open(dir.path(), 256);
     // Two segments with different channel sets (so one text has different codes in each),
     // then memtable rows.
     admit(&db, 1, 0, 3_000, &[Some("organic"), Some("ads"), None, Some("a-channel-name-longer-than-12")]);

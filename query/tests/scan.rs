@@ -3,21 +3,20 @@
 
 use datafusion::arrow::array::{Array, Int64Array};
 use datafusion::prelude::SessionContext;
-use lookback_common::{BatchBuilder, Schema, Value};
+mod common;
+
+use common::{admit_events, event_id, BASE_US};
+use lookback_common::{Schema, Value};
 use lookback_query::scan::LookbackTable;
 use lookback_storage::segment::BlockColumn;
-use lookback_storage::{Db, DbOptions};
+use lookback_storage::Db;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
-const BASE_US: i64 = 1_700_000_000_000_000; // 2023-11-14T22:13:20Z
 const BLOCK_ROWS: usize = 64;
 
 fn open(dir: &std::path::Path) -> Arc<Db> {
-    let mut o = DbOptions::new(dir);
-    o.flush_interval_ms = 3_600_000;
-    o.flush_segment.block_rows = BLOCK_ROWS;
-    Arc::new(Db::open(o).unwrap())
+    common::open(dir, BLOCK_ROWS)
 }
 
 /// Rows `from..to`: app `app`, one device, ts = BASE_US + i, revenue i, all installs.
@@ -27,30 +26,15 @@ fn admit(db: &Db, seq: u64, app: &str, from: i64, to: i64) {
 
 /// [`admit`] with event_type `kind(i)`.
 fn admit_kinds(db: &Db, seq: u64, app: &str, from: i64, to: i64, kind: fn(i64) -> &'static str) {
-    let schema = Schema::events();
-    let mut b = BatchBuilder::new(&schema, (to - from) as usize);
-    for i in from..to {
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&i.to_le_bytes());
-        id[8..].copy_from_slice(&seq.to_le_bytes());
-        let row: Vec<Value> = schema
-            .columns
-            .iter()
-            .map(|c| match c.name.as_str() {
-                "event_id" => Value::Uuid(id),
-                "app_id" => Value::Text(app.into()),
-                "ts" => Value::Timestamp(BASE_US + i),
-                "event_type" => Value::Text(kind(i).into()),
-                "device_id" => Value::Text("device-1".into()),
-                "revenue" => Value::Float64(i as f64),
-                _ => Value::Null,
-            })
-            .collect();
-        b.push_row(&row).unwrap();
-    }
-    let (tx, rx) = mpsc::channel();
-    db.admit("events", 1, seq, b.finish().unwrap(), Box::new(move |r| drop(tx.send(r)))).unwrap();
-    rx.recv().unwrap().unwrap();
+    admit_events(db, seq, from..to, |i, column| match column {
+        "event_id" => event_id(i, seq),
+        "app_id" => Value::Text(app.into()),
+        "ts" => Value::Timestamp(BASE_US + i),
+        "event_type" => Value::Text(kind(i).into()),
+        "device_id" => Value::Text("device-1".into()),
+        "revenue" => Value::Float64(i as f64),
+        _ => Value::Null,
+    })
 }
 
 async fn count(ctx: &SessionContext, sql: &str) -> i64 {
@@ -189,35 +173,21 @@ async fn insert_goes_through_the_write_path_with_dedup() {
 fn coded_text_reads_as_the_decoded_values() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    let schema = Schema::events();
-    let rows = 1_000i64;
-    let mut b = BatchBuilder::new(&schema, rows as usize);
-    for i in 0..rows {
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&i.to_le_bytes());
-        let row: Vec<Value> = schema
-            .columns
-            .iter()
-            .map(|c| match c.name.as_str() {
-                "event_id" => Value::Uuid(id),
-                "app_id" => Value::Text(format!("app-{}", i % 3)),
-                "ts" => Value::Timestamp(BASE_US + i),
-                "event_type" => Value::Text("install".into()),
-                // Entries longer than a view holds inline, and nulls.
-                "device_id" => Value::Text(format!("device-with-a-long-name-{}", i % 7)),
-                "channel" if i % 5 == 0 => Value::Null,
-                "channel" => Value::Text(["ads", "organic", "a-channel-name-over-12"][(i % 3) as usize].into()),
-                _ => Value::Null,
-            })
-            .collect();
-        b.push_row(&row).unwrap();
-    }
-    let (tx, rx) = mpsc::channel();
-    db.admit("events", 1, 1, b.finish().unwrap(), Box::new(move |r| drop(tx.send(r)))).unwrap();
-    rx.recv().unwrap().unwrap();
+    admit_events(&db, 1, 0..1_000, |i, column| match column {
+        "event_id" => event_id(i, 0),
+        "app_id" => Value::Text(format!("app-{}", i % 3)),
+        "ts" => Value::Timestamp(BASE_US + i),
+        "event_type" => Value::Text("install".into()),
+        // Entries longer than a view holds inline, and nulls.
+        "device_id" => Value::Text(format!("device-with-a-long-name-{}", i % 7)),
+        "channel" if i % 5 == 0 => Value::Null,
+        "channel" => Value::Text(["ads", "organic", "a-channel-name-over-12"][(i % 3) as usize].into()),
+        _ => Value::Null,
+    });
     db.flush_all().unwrap();
     let snapshot = db.snapshot("events").unwrap();
     assert!(!snapshot.segments.is_empty());
+    let schema = Schema::events();
     let arrow = lookback_query::arrow::arrow_schema(&schema);
     let columns: Vec<usize> = (0..schema.len()).collect();
     let mut coded = 0;

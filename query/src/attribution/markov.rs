@@ -154,16 +154,12 @@ fn solve(m: &mut [f64], n: usize) -> Vec<f64> {
 mod tests {
     use super::*;
 
-    fn path(channels: &[u32], converted: bool) -> Path {
-        Path { channels: channels.to_vec(), converted }
-    }
-
     #[test]
     fn removal_effects_of_a_small_chain_are_exact() {
         // Channels 0 = A, 1 = B. Paths: A→B conv, A null, B conv.
         // START→A 2/3, START→B 1/3; A→B 1/2, A→NULL 1/2; B→CONV 1.
         // P = 2/3 · 1/2 + 1/3 = 2/3. Without A: 1/3 (effect 1/2). Without B: 0 (effect 1).
-        let paths = [path(&[0, 1], true), path(&[0], false), path(&[1], true)];
+        let paths = [Path::new(&[0, 1], true), Path::new(&[0], false), Path::new(&[1], true)];
         let (effects, p) = removal_effects(&paths, 3, 1).unwrap();
         assert!((p - 2.0 / 3.0).abs() < 1e-12, "{p}");
         assert!((effects[0] - 0.5).abs() < 1e-12 && (effects[1] - 1.0).abs() < 1e-12 && effects[2] == 0.0, "{effects:?}");
@@ -174,15 +170,15 @@ mod tests {
     #[test]
     fn loops_and_higher_orders_solve() {
         // A self-loop does not change absorption: A→A→CONV, A→NULL gives P = 1/2.
-        let paths = [path(&[0, 0], true), path(&[0], false)];
+        let paths = [Path::new(&[0, 0], true), Path::new(&[0], false)];
         let (effects, p) = removal_effects(&paths, 1, 1).unwrap();
         assert!((p - 0.5).abs() < 1e-12 && (effects[0] - 1.0).abs() < 1e-12);
         // Order 2 keeps (A, B) apart from (B, B): the same answer for paths it can tell apart.
-        let paths = [path(&[0, 1, 1], true), path(&[1, 1], false), path(&[0, 1], false)];
+        let paths = [Path::new(&[0, 1, 1], true), Path::new(&[1, 1], false), Path::new(&[0, 1], false)];
         let (_, p2) = removal_effects(&paths, 2, 2).unwrap();
         // States: A, AB, BB, B. START→A 2/3 → AB; AB→BB 1/2, AB→NULL 1/2; BB→CONV 1/2, NULL 1/2.
         // START→B 1/3 → BB. P = 2/3 · 1/2 · 1/2 + 1/3 · 1/2 = 1/3.
         assert!((p2 - 1.0 / 3.0).abs() < 1e-12, "{p2}");
-        assert_eq!(removal_effects(&[path(&[0], false)], 1, 1).unwrap(), (vec![0.0], 0.0));
+        assert_eq!(removal_effects(&[Path::new(&[0], false)], 1, 1).unwrap(), (vec![0.0], 0.0));
     }
 }

@@ -22,3 +22,9 @@ pub struct Path {
     pub channels: Vec<u32>,
     pub converted: bool,
 }
+
+impl Path {
+    pub fn new(channels: &[u32], converted: bool) -> Path {
+        Path { channels: channels.to_vec(), converted }
+    }
+}

@@ -128,15 +128,11 @@ impl SplitMix64 {
 mod tests {
     use super::*;
 
-    fn path(channels: &[u32], converted: bool) -> Path {
-        Path { channels: channels.to_vec(), converted }
-    }
-
     #[test]
     fn two_channels_match_the_hand_computation() {
         // v({A}) = 1/2, v({B}) = 0, v({A,B}) = 1.
         // φA = 1/2 (v(A) − 0) + 1/2 (v(AB) − v(B)) = 1/4 + 1/2 = 3/4; φB = 1/2 · 0 + 1/2 · 1/2 = 1/4.
-        let paths = [path(&[0], true), path(&[0], false), path(&[1], false), path(&[1, 0, 1], true)];
+        let paths = [Path::new(&[0], true), Path::new(&[0], false), Path::new(&[1], false), Path::new(&[1, 0, 1], true)];
         let phi = values(&paths, 3);
         assert!((phi[0] - 0.75).abs() < 1e-12 && (phi[1] - 0.25).abs() < 1e-12 && phi[2] == 0.0, "{phi:?}");
         let shares = scale(&phi, 2.0);
@@ -146,7 +142,7 @@ mod tests {
     #[test]
     fn values_are_efficient_and_sampling_is_deterministic() {
         // Efficiency: the values sum to v(all observed) − v(∅) = v(all).
-        let paths: Vec<Path> = (0..60u32).map(|i| path(&[i % 5, (i * 7) % 5, (i / 3) % 5], i % 3 == 0)).collect();
+        let paths: Vec<Path> = (0..60u32).map(|i| Path::new(&[i % 5, (i * 7) % 5, (i / 3) % 5], i % 3 == 0)).collect();
         let phi = values(&paths, 5);
         let mut all: Vec<u32> = (0..5).collect();
         all.sort_unstable();
@@ -159,7 +155,7 @@ mod tests {
         let v_all = if full.is_empty() { 0.0 } else { full.iter().filter(|p| p.converted).count() as f64 / full.len() as f64 };
         assert!((phi.iter().sum::<f64>() - v_all).abs() < 1e-9, "{phi:?} vs {v_all}");
         // Beyond the exact limit: the same numbers on every call.
-        let many: Vec<Path> = (0..200u32).map(|i| path(&[i % 23, (i * 5) % 23], i % 4 == 0)).collect();
+        let many: Vec<Path> = (0..200u32).map(|i| Path::new(&[i % 23, (i * 5) % 23], i % 4 == 0)).collect();
         assert_eq!(values(&many, 23), values(&many, 23));
     }
 }
