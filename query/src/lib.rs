@@ -6,6 +6,7 @@
 //! arrive as Arrow ([`arrow`]), and everything above the scan is DataFusion's.
 
 pub mod arrow;
+pub mod attribute_fn;
 pub mod attribution;
 pub mod bitmap_filter;
 pub mod code_aggregate;
@@ -16,6 +17,8 @@ pub mod error;
 pub mod insert;
 pub mod prune;
 pub mod scan;
+pub mod touchpoint_join;
+pub mod window_funnel;
 
 use datafusion::common::TableReference;
 use datafusion::execution::SessionStateBuilder;
@@ -38,6 +41,8 @@ pub fn session_context(db: &Arc<Db>, database: &str) -> Result<SessionContext> {
         .with_default_features()
         // GROUP BY a text column on the segment dictionary codes.
         .with_physical_optimizer_rule(Arc::new(code_aggregate::CodeAggregation))
+        // attribute(...) and attribute_channels(...) in FROM, with named arguments.
+        .with_relation_planners(vec![Arc::new(attribute_fn::AttributionPlanner { db: db.clone() })])
         .build();
     let mut ctx = SessionContext::new_with_state(state);
     // JSON in text columns (`properties`): json_get_str(...) and friends, and the `->`, `->>`
@@ -45,6 +50,7 @@ pub fn session_context(db: &Arc<Db>, database: &str) -> Result<SessionContext> {
     datafusion_functions_json::register_all(&mut ctx)?;
     // date_trunc with an arithmetic path for UTC timestamps (every Lookback timestamp).
     ctx.register_udf(date_trunc::date_trunc());
+    ctx.register_udaf(window_funnel::window_funnel_udaf());
     register_tables(&ctx, db)?;
     Ok(ctx)
 }

@@ -1,0 +1,504 @@
+//! Running one attribution: the device pass over every journey (in parallel key ranges), the
+//! fingerprint pass for conversions the device pass left unmatched, and the channel models.
+//!
+//! Device pass: per journey, each in-scope conversion gets its device candidates
+//! ([`rules::candidates`]); matched conversions are credited at once (rows go out as soon as a
+//! batch fills), unmatched ones with an ip and user_agent wait for the fingerprint pass when
+//! probabilistic matching is on, the rest are organic. Fingerprint pass: the waiting
+//! conversions' (app_id, ip, user_agent) keys form a hash index; a second merge over the runs
+//! collects only the touchpoints with those keys, and each waiting conversion is matched within
+//! the capped windows. Markov and Shapley then solve over the converting paths and the
+//! devices' remaining touchpoints.
+
+use super::args::{ModelChoice, Params};
+use super::output::{ChannelRow, OutputBuilder, BATCH_ROWS};
+use crate::attribution::rules::{self, Touch, TouchKind};
+use crate::attribution::{markov, shapley, Path, ORGANIC};
+use crate::touchpoint_join::{
+    for_each_journey, runs, split_keys, Conversions, Journey, JoinColumns, JoinSpec, Key, FLAG_CLICK, FLAG_CONVERSION,
+    FLAG_IMPRESSION, JOIN_RANGES_MAX,
+};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::{DataFusionError, Result};
+use lookback_storage::TableSnapshot;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use tokio::sync::mpsc::Sender;
+
+/// What a run produces: rows of `attribute(...)`, or channel totals.
+pub enum Mode {
+    Rows { projection: Vec<usize> },
+    Channels,
+}
+
+/// One conversion as the credit step needs it.
+struct Conversion<'a> {
+    app: &'a [u8],
+    id: [u8; 16],
+    ts: i64,
+    ty: &'a [u8],
+    device: Option<&'a [u8]>,
+    revenue: f64,
+}
+
+/// One touchpoint as the credit step needs it.
+struct TouchInfo<'a> {
+    id: [u8; 16],
+    ts: i64,
+    kind: TouchKind,
+    channel: Option<&'a [u8]>,
+    campaign: Option<&'a [u8]>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Match {
+    Device,
+    Fingerprint,
+}
+
+/// A conversion waiting for the fingerprint pass (owned: its journey is gone by then).
+struct Pending {
+    app: Vec<u8>,
+    id: [u8; 16],
+    ts: i64,
+    ty: Vec<u8>,
+    device: Option<Vec<u8>>,
+    revenue: f64,
+    ip: Vec<u8>,
+    user_agent: Vec<u8>,
+}
+
+/// A touchpoint found by the fingerprint pass.
+struct FingerprintTouch {
+    touch: Touch,
+    channel: Option<Vec<u8>>,
+    campaign: Option<Vec<u8>>,
+}
+
+/// A device's touchpoints that are candidates of no conversion (a non-converting path), with
+/// their ids while fingerprint matches may still take some of them.
+struct Remaining {
+    channels: Vec<u32>,
+    ids: Vec<[u8; 16]>,
+}
+
+/// Channel ids of one range (interned channel text; None is the NULL channel).
+#[derive(Default)]
+struct Channels {
+    ids: HashMap<Option<Vec<u8>>, u32>,
+    names: Vec<Option<Vec<u8>>>,
+}
+
+impl Channels {
+    fn id(&mut self, channel: Option<&[u8]>) -> u32 {
+        if let Some(&id) = self.ids.get(&channel.map(<[u8]>::to_vec)) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(channel.map(<[u8]>::to_vec));
+        self.ids.insert(channel.map(<[u8]>::to_vec), id);
+        id
+    }
+}
+
+/// The state of one key range (or of the fingerprint pass).
+struct RangeState<'p> {
+    params: &'p Params,
+    out: Option<OutputBuilder>,
+    /// Rule models in channel mode: (credit, revenue) per channel.
+    sums: HashMap<Option<Vec<u8>>, (f64, f64)>,
+    organic: (f64, f64),
+    attributed: (f64, f64),
+    channels: Channels,
+    converting: Vec<Path>,
+    remaining: Vec<Remaining>,
+    pending: Vec<Pending>,
+    /// Touch ids credited by fingerprint matches (they leave the remaining paths).
+    fingerprint_used: HashSet<[u8; 16]>,
+}
+
+impl<'p> RangeState<'p> {
+    fn new(params: &'p Params, mode: &Mode) -> RangeState<'p> {
+        RangeState {
+            params,
+            out: match mode {
+                Mode::Rows { projection } => Some(OutputBuilder::new(projection)),
+                Mode::Channels => None,
+            },
+            sums: HashMap::new(),
+            organic: (0.0, 0.0),
+            attributed: (0.0, 0.0),
+            channels: Channels::default(),
+            converting: Vec::new(),
+            remaining: Vec::new(),
+            pending: Vec::new(),
+            fingerprint_used: HashSet::new(),
+        }
+    }
+
+    fn paths_wanted(&self) -> bool {
+        matches!(self.params.model, ModelChoice::Markov { .. } | ModelChoice::Shapley)
+    }
+
+    /// Attributes every in-scope conversion of `journey` by device, and keeps its remaining
+    /// touchpoints as a path.
+    fn journey(&mut self, journey: &Journey<'_>) {
+        let Some(key) = journey.key() else { return };
+        let mut touches: Vec<Touch> = Vec::new();
+        let mut touch_rows: Vec<usize> = Vec::new();
+        for (i, row) in journey.rows.iter().enumerate() {
+            let kind = match row.flags & (FLAG_CLICK | FLAG_IMPRESSION) {
+                FLAG_CLICK => TouchKind::Click,
+                FLAG_IMPRESSION => TouchKind::Impression,
+                _ => continue,
+            };
+            touches.push(Touch { ts: row.ts, id: row.id, kind });
+            touch_rows.push(i);
+        }
+        let mut used = vec![false; if self.paths_wanted() { touches.len() } else { 0 }];
+        for row in journey.rows.iter().filter(|r| r.flags & FLAG_CONVERSION != 0 && self.params.converts_at(r.ts)) {
+            let (chunk, at) = journey.chunk(row);
+            let conversion = Conversion {
+                app: key.app,
+                id: row.id,
+                ts: row.ts,
+                ty: chunk.event_type.get(at).unwrap_or_default(),
+                device: key.device,
+                revenue: chunk.revenue[at].unwrap_or(0.0),
+            };
+            let found = match key.device {
+                Some(_) => rules::candidates(&touches, row.ts, self.params.windows),
+                None => Vec::new(),
+            };
+            if !found.is_empty() {
+                let path: Vec<TouchInfo<'_>> = found
+                    .iter()
+                    .map(|&t| {
+                        let (tc, tr) = journey.chunk(&journey.rows[touch_rows[t]]);
+                        TouchInfo { id: touches[t].id, ts: touches[t].ts, kind: touches[t].kind, channel: tc.channel.get(tr), campaign: tc.campaign.get(tr) }
+                    })
+                    .collect();
+                for &t in &found {
+                    if let Some(u) = used.get_mut(t) {
+                        *u = true;
+                    }
+                }
+                self.credit(&conversion, &path, Match::Device);
+                continue;
+            }
+            let fingerprint = match (&chunk.ip, &chunk.user_agent) {
+                (Some(ip), Some(ua)) if self.params.probabilistic_window_us > 0 => ip.get(at).zip(ua.get(at)),
+                _ => None,
+            };
+            match fingerprint {
+                Some((ip, ua)) => self.pending.push(Pending {
+                    app: key.app.to_vec(),
+                    id: row.id,
+                    ts: row.ts,
+                    ty: conversion.ty.to_vec(),
+                    device: key.device.map(<[u8]>::to_vec),
+                    revenue: conversion.revenue,
+                    ip: ip.to_vec(),
+                    user_agent: ua.to_vec(),
+                }),
+                None => self.organic(&conversion),
+            }
+        }
+        if self.paths_wanted() && key.device.is_some() {
+            let mut remaining = Remaining { channels: Vec::new(), ids: Vec::new() };
+            for (t, touch) in touches.iter().enumerate() {
+                if !used[t] && self.params.path_touch_at(touch.ts) {
+                    let (tc, tr) = journey.chunk(&journey.rows[touch_rows[t]]);
+                    remaining.channels.push(self.channels.id(tc.channel.get(tr)));
+                    if self.params.probabilistic_window_us > 0 {
+                        remaining.ids.push(touch.id);
+                    }
+                }
+            }
+            if !remaining.channels.is_empty() {
+                self.remaining.push(remaining);
+            }
+        }
+    }
+
+    /// Credits `path` (candidates in path order, at least one) for `conversion`.
+    fn credit(&mut self, conversion: &Conversion<'_>, path: &[TouchInfo<'_>], how: Match) {
+        self.attributed.0 += 1.0;
+        self.attributed.1 += conversion.revenue;
+        let model = match self.params.model {
+            ModelChoice::Rule(model) => model,
+            ModelChoice::Markov { .. } | ModelChoice::Shapley => {
+                let channels: Vec<u32> = path.iter().map(|t| self.channels.id(t.channel)).collect();
+                self.converting.push(Path { channels, converted: true });
+                return;
+            }
+        };
+        let ts: Vec<i64> = path.iter().map(|t| t.ts).collect();
+        for (i, credit) in rules::credits(model, conversion.ts, &ts) {
+            let touch = &path[i];
+            let revenue = credit * conversion.revenue;
+            match self.out.as_mut() {
+                Some(out) => {
+                    let confidence = match how {
+                        Match::Device => 1.0,
+                        Match::Fingerprint => {
+                            rules::fingerprint_confidence(conversion.ts - touch.ts, self.params.probabilistic_window_us)
+                        }
+                    };
+                    out.push(&super::output::Row {
+                        app: conversion.app,
+                        conversion_id: conversion.id,
+                        conversion_time: conversion.ts,
+                        conversion_type: conversion.ty,
+                        device: conversion.device,
+                        touch: Some((touch.id, touch.ts, kind_name(touch.kind))),
+                        channel: touch.channel,
+                        campaign: touch.campaign,
+                        match_type: match how {
+                            Match::Device => "device",
+                            Match::Fingerprint => "fingerprint",
+                        },
+                        confidence: Some(confidence),
+                        credit,
+                        revenue,
+                    })
+                }
+                None => {
+                    let sum = self.sums.entry(touch.channel.map(<[u8]>::to_vec)).or_insert((0.0, 0.0));
+                    sum.0 += credit;
+                    sum.1 += revenue;
+                }
+            }
+        }
+    }
+
+    fn organic(&mut self, conversion: &Conversion<'_>) {
+        self.organic.0 += 1.0;
+        self.organic.1 += conversion.revenue;
+        if let Some(out) = self.out.as_mut() {
+            out.push(&super::output::Row {
+                app: conversion.app,
+                conversion_id: conversion.id,
+                conversion_time: conversion.ts,
+                conversion_type: conversion.ty,
+                device: conversion.device,
+                touch: None,
+                channel: Some(ORGANIC.as_bytes()),
+                campaign: None,
+                match_type: ORGANIC,
+                confidence: None,
+                credit: 1.0,
+                revenue: conversion.revenue,
+            });
+        }
+    }
+
+    /// Sends the rows built so far when a batch is full (or `all`).
+    fn flush(&mut self, tx: &Sender<Result<RecordBatch>>, all: bool) -> Result<()> {
+        let Some(out) = self.out.as_mut() else { return Ok(()) };
+        if out.rows() >= BATCH_ROWS || (all && out.rows() > 0) {
+            let batch = out.finish()?;
+            tx.blocking_send(Ok(batch)).map_err(|_| DataFusionError::Execution("attribution: the query was cancelled".into()))?;
+        }
+        Ok(())
+    }
+}
+
+fn kind_name(kind: TouchKind) -> &'static str {
+    match kind {
+        TouchKind::Click => "click",
+        TouchKind::Impression => "impression",
+    }
+}
+
+/// Threads one attribution uses at most.
+pub const ATTRIBUTION_THREADS_MAX: usize = 2;
+
+/// Runs an attribution over `snapshot`, sending `attribute(...)` rows (or the channel rows) to
+/// `tx`.
+pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usize, tx: &Sender<Result<RecordBatch>>) -> Result<()> {
+    let spec = JoinSpec {
+        columns: JoinColumns::of(&snapshot.schema)?,
+        conversions: Conversions(params.conversion.clone()),
+        fingerprints: params.probabilistic_window_us > 0,
+        app: params.app.as_ref().map(|a| a.as_bytes().to_vec()),
+    };
+    let runs = runs(snapshot, &spec)?;
+    let keys = split_keys(&runs, &spec, JOIN_RANGES_MAX)?;
+    let ranges: Vec<(Option<&Key>, Option<&Key>)> =
+        (0..=keys.len()).map(|i| (i.checked_sub(1).map(|j| &keys[j]), keys.get(i))).collect();
+    let next = AtomicUsize::new(0);
+    let states: Mutex<Vec<RangeState<'_>>> = Mutex::new(Vec::new());
+    let threads = threads.clamp(1, ATTRIBUTION_THREADS_MAX).min(ranges.len());
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(lower, upper)) = ranges.get(i) else { return Ok(()) };
+                        let mut state = RangeState::new(params, mode);
+                        for_each_journey(&runs, &spec, lower, upper, |journey| {
+                            state.journey(journey);
+                            state.flush(tx, false)
+                        })?;
+                        state.flush(tx, true)?;
+                        states.lock().map_err(|_| DataFusionError::Internal("attribution: a worker panicked".into()))?.push(state);
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(DataFusionError::Internal("attribution worker panicked".into())))).collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    let mut states = states.into_inner().map_err(|_| DataFusionError::Internal("attribution: a worker panicked".into()))?;
+    let mut last = RangeState::new(params, mode);
+    let pending: Vec<Pending> = states.iter_mut().flat_map(|s| std::mem::take(&mut s.pending)).collect();
+    if !pending.is_empty() {
+        fingerprint_pass(&runs, &spec, pending, &mut last)?;
+        last.flush(tx, true)?;
+    }
+    states.push(last);
+    if let Mode::Channels = mode {
+        let rows = channel_rows(params, states)?;
+        tx.blocking_send(super::output::channel_batch(&rows)).map_err(|_| DataFusionError::Execution("attribution: the query was cancelled".into()))?;
+    }
+    Ok(())
+}
+
+/// Matches the waiting conversions by (app_id, ip, user_agent) within the capped windows.
+fn fingerprint_pass(runs: &[crate::touchpoint_join::Run<'_>], spec: &JoinSpec, pending: Vec<Pending>, state: &mut RangeState<'_>) -> Result<()> {
+    let params = state.params;
+    let capped = params.windows.capped(params.probabilistic_window_us);
+    let widest = capped.click_us.max(capped.view_us);
+    type FingerprintKey = (Vec<u8>, Vec<u8>, Vec<u8>);
+    let mut index: HashMap<FingerprintKey, Vec<FingerprintTouch>> = HashMap::new();
+    for p in &pending {
+        index.entry((p.app.clone(), p.ip.clone(), p.user_agent.clone())).or_default();
+    }
+    let earliest = pending.iter().map(|p| p.ts.saturating_sub(widest)).min().unwrap_or(i64::MIN);
+    let latest = pending.iter().map(|p| p.ts).max().unwrap_or(i64::MAX);
+    let all = JoinSpec { columns: spec.columns, conversions: Conversions(Vec::new()), fingerprints: true, app: spec.app.clone() };
+    for_each_journey(runs, &all, None, None, |journey| {
+        let Some(key) = journey.key() else { return Ok(()) };
+        for row in journey.rows.iter().filter(|r| r.ts >= earliest && r.ts <= latest) {
+            let kind = match row.flags & (FLAG_CLICK | FLAG_IMPRESSION) {
+                FLAG_CLICK => TouchKind::Click,
+                FLAG_IMPRESSION => TouchKind::Impression,
+                _ => continue,
+            };
+            let (chunk, at) = journey.chunk(row);
+            let (Some(ip), Some(ua)) = (chunk.ip.as_ref().and_then(|c| c.get(at)), chunk.user_agent.as_ref().and_then(|c| c.get(at))) else {
+                continue;
+            };
+            if let Some(list) = index.get_mut(&(key.app.to_vec(), ip.to_vec(), ua.to_vec())) {
+                list.push(FingerprintTouch {
+                    touch: Touch { ts: row.ts, id: row.id, kind },
+                    channel: chunk.channel.get(at).map(<[u8]>::to_vec),
+                    campaign: chunk.campaign.get(at).map(<[u8]>::to_vec),
+                });
+            }
+        }
+        Ok(())
+    })?;
+    for list in index.values_mut() {
+        list.sort_unstable_by(|a, b| (a.touch.ts, a.touch.id).cmp(&(b.touch.ts, b.touch.id)));
+    }
+    for p in &pending {
+        let conversion = Conversion { app: &p.app, id: p.id, ts: p.ts, ty: &p.ty, device: p.device.as_deref(), revenue: p.revenue };
+        let list = &index[&(p.app.clone(), p.ip.clone(), p.user_agent.clone())];
+        let touches: Vec<Touch> = list.iter().map(|t| t.touch).collect();
+        let found = rules::candidates(&touches, p.ts, capped);
+        if found.is_empty() {
+            state.organic(&conversion);
+            continue;
+        }
+        let path: Vec<TouchInfo<'_>> = found
+            .iter()
+            .map(|&i| {
+                let t = &list[i];
+                TouchInfo { id: t.touch.id, ts: t.touch.ts, kind: t.touch.kind, channel: t.channel.as_deref(), campaign: t.campaign.as_deref() }
+            })
+            .collect();
+        state.fingerprint_used.extend(path.iter().map(|t| t.id));
+        state.credit(&conversion, &path, Match::Fingerprint);
+    }
+    Ok(())
+}
+
+/// The channel rows of `attribute_channels(...)`, from every range's state.
+fn channel_rows(params: &Params, states: Vec<RangeState<'_>>) -> Result<Vec<ChannelRow>> {
+    let organic = states.iter().fold((0.0, 0.0), |a, s| (a.0 + s.organic.0, a.1 + s.organic.1));
+    let attributed = states.iter().fold((0.0, 0.0), |a, s| (a.0 + s.attributed.0, a.1 + s.attributed.1));
+    let mut totals: HashMap<Option<Vec<u8>>, (f64, f64)> = HashMap::new();
+    match params.model {
+        ModelChoice::Rule(_) => {
+            for state in &states {
+                for (channel, sum) in &state.sums {
+                    let total = totals.entry(channel.clone()).or_insert((0.0, 0.0));
+                    total.0 += sum.0;
+                    total.1 += sum.1;
+                }
+            }
+        }
+        ModelChoice::Markov { .. } | ModelChoice::Shapley => {
+            let (names, paths) = global_paths(states);
+            let (shares, revenue) = match params.model {
+                ModelChoice::Markov { order } => {
+                    let (effects, _) = markov::removal_effects(&paths, names.len(), order).map_err(DataFusionError::Plan)?;
+                    (markov::split(&effects, attributed.0), markov::split(&effects, attributed.1))
+                }
+                _ => {
+                    let values = shapley::values(&paths, names.len());
+                    (shapley::scale(&values, attributed.0), shapley::scale(&values, attributed.1))
+                }
+            };
+            for (i, name) in names.into_iter().enumerate() {
+                totals.insert(name, (shares[i], revenue[i]));
+            }
+        }
+    }
+    if organic.0 > 0.0 {
+        let total = totals.entry(Some(ORGANIC.as_bytes().to_vec())).or_insert((0.0, 0.0));
+        total.0 += organic.0;
+        total.1 += organic.1;
+    }
+    let mut rows: Vec<ChannelRow> = totals.into_iter().map(|(channel, (conversions, revenue))| ChannelRow { channel, conversions, revenue }).collect();
+    rows.sort_by(|a, b| match (&a.channel, &b.channel) {
+        (Some(x), Some(y)) => x.cmp(y),
+        (x, y) => y.is_none().cmp(&x.is_none()).reverse().then(std::cmp::Ordering::Equal),
+    });
+    Ok(rows)
+}
+
+/// Every range's converting and remaining paths over one channel numbering, the remaining
+/// paths without the touchpoints fingerprint matches took.
+fn global_paths(states: Vec<RangeState<'_>>) -> (Vec<Option<Vec<u8>>>, Vec<Path>) {
+    let used: HashSet<[u8; 16]> = states.iter().flat_map(|s| s.fingerprint_used.iter().copied()).collect();
+    let mut global = Channels::default();
+    let mut paths = Vec::new();
+    for state in states {
+        let map: Vec<u32> = state.channels.names.iter().map(|n| global.id(n.as_deref())).collect();
+        for path in state.converting {
+            paths.push(Path { channels: path.channels.iter().map(|&c| map[c as usize]).collect(), converted: true });
+        }
+        for remaining in state.remaining {
+            let channels: Vec<u32> = match remaining.ids.is_empty() {
+                true => remaining.channels.iter().map(|&c| map[c as usize]).collect(),
+                false => remaining
+                    .channels
+                    .iter()
+                    .zip(&remaining.ids)
+                    .filter(|(_, id)| !used.contains(*id))
+                    .map(|(&c, _)| map[c as usize])
+                    .collect(),
+            };
+            if !channels.is_empty() {
+                paths.push(Path { channels, converted: false });
+            }
+        }
+    }
+    (global.names, paths)
+}
+

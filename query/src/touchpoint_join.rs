@@ -1,0 +1,560 @@
+//! The touchpoint join: every (app_id, device_id) journey of the `events` table, gathered by a
+//! merge over device-sorted runs, for the attribution functions.
+//!
+//! Why a merge and not a hash join: segments are sorted by (app_id, device_id, ts), so each
+//! segment is already one run of journeys in key order. The memtable snapshot is sorted once
+//! into one more run. A k-way merge over the runs' cursors yields each journey with its rows
+//! from every run, holding one decoded block per run and one journey at a time: memory is
+//! bounded by the block size and the largest journey, not by the table.
+//!
+//! Parallelism: the key space is cut into key ranges at the first keys of evenly spaced
+//! blocks of the largest run ([`split_keys`]); each range is merged on its own, and a range's
+//! cursors start at the first block whose app_id zone map can hold keys of the range.
+//!
+//! Only rows that matter to attribution are kept: touchpoints (event_type `click` or
+//! `impression`) and conversions (event_type in the conversion list).
+
+use crate::error::storage_error;
+use datafusion::error::{DataFusionError, Result};
+use lookback_common::{Batch, Column, ColumnValues, Schema, TextValues, Value};
+use lookback_storage::segment::{BlockColumn, Segment, TextDictionary};
+use lookback_storage::TableSnapshot;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Row flags: a click, an impression, a conversion (a row may be a touchpoint and a conversion
+/// when the conversion list names `click` or `impression`).
+pub const FLAG_CLICK: u8 = 1;
+pub const FLAG_IMPRESSION: u8 = 2;
+pub const FLAG_CONVERSION: u8 = 4;
+
+/// Key ranges a join is cut into at most (more ranges than threads even out skew).
+pub const JOIN_RANGES_MAX: usize = 16;
+
+/// Where the join's columns are in the table.
+#[derive(Clone, Copy, Debug)]
+pub struct JoinColumns {
+    pub event_id: usize,
+    pub app_id: usize,
+    pub ts: usize,
+    pub event_type: usize,
+    pub device_id: usize,
+    pub ip: usize,
+    pub user_agent: usize,
+    pub channel: usize,
+    pub campaign: usize,
+    pub revenue: usize,
+}
+
+impl JoinColumns {
+    /// The columns in `schema`, which must be the events table's (by name and type).
+    pub fn of(schema: &Schema) -> Result<JoinColumns> {
+        let find = |name: &str| {
+            schema.column_index(name).ok_or_else(|| {
+                DataFusionError::Plan(format!("attribution reads table {}, which has no column {name}", schema.name))
+            })
+        };
+        let columns = JoinColumns {
+            event_id: find("event_id")?,
+            app_id: find("app_id")?,
+            ts: find("ts")?,
+            event_type: find("event_type")?,
+            device_id: find("device_id")?,
+            ip: find("ip")?,
+            user_agent: find("user_agent")?,
+            channel: find("channel")?,
+            campaign: find("campaign")?,
+            revenue: find("revenue")?,
+        };
+        if schema.sort_key.get(..3) != Some(&[columns.app_id, columns.device_id, columns.ts][..]) {
+            return Err(DataFusionError::Plan(format!("attribution needs {} sorted by (app_id, device_id, ts)", schema.name)));
+        }
+        Ok(columns)
+    }
+
+    /// The columns read, in [`Chunk`] order; ip and user_agent only when `fingerprints`.
+    fn read_list(&self, fingerprints: bool) -> Vec<usize> {
+        let mut list = vec![
+            self.app_id, self.device_id, self.ts, self.event_type, self.event_id, self.channel, self.campaign, self.revenue,
+        ];
+        if fingerprints {
+            list.extend([self.ip, self.user_agent]);
+        }
+        list
+    }
+}
+
+/// The entries a text column's codes point into.
+#[derive(Clone)]
+pub enum Dict<'s> {
+    Segment(&'s TextDictionary),
+    Owned(Arc<TextValues>),
+}
+
+impl Dict<'_> {
+    fn entry(&self, code: u32) -> &[u8] {
+        match self {
+            Dict::Segment(d) => d.entry(code as usize),
+            Dict::Owned(t) => match t.codes {
+                Some(_) => t.entry_bytes(code as usize),
+                None => t.get_bytes(code as usize),
+            },
+        }
+    }
+}
+
+/// A text column of a chunk: a code per row (`NULL_CODE` for null) into `dict`.
+pub struct TextColumn<'s> {
+    codes: Vec<u32>,
+    dict: Dict<'s>,
+}
+
+const NULL_CODE: u32 = u32::MAX;
+
+impl<'s> TextColumn<'s> {
+    pub fn get(&self, row: usize) -> Option<&[u8]> {
+        match self.codes[row] {
+            NULL_CODE => None,
+            code => Some(self.dict.entry(code)),
+        }
+    }
+
+    fn from_block(column: BlockColumn<'s>) -> Result<TextColumn<'s>> {
+        match column {
+            BlockColumn::Codes { mut codes, validity, dictionary } => {
+                if let Some(bits) = validity {
+                    for (row, code) in codes.iter_mut().enumerate() {
+                        if bits[row / 8] >> (row % 8) & 1 == 0 {
+                            *code = NULL_CODE;
+                        }
+                    }
+                }
+                Ok(TextColumn { codes, dict: Dict::Segment(dictionary) })
+            }
+            BlockColumn::Values(column) => TextColumn::from_column(column),
+        }
+    }
+
+    fn from_column(column: Column) -> Result<TextColumn<'s>> {
+        let Column { values: ColumnValues::Text(text), validity } = column else {
+            return Err(DataFusionError::Internal("attribution: a text column is not text".into()));
+        };
+        let mut codes: Vec<u32> = match &text.codes {
+            Some(codes) => codes.clone(),
+            None => (0..text.len() as u32).collect(),
+        };
+        if let Some(valid) = validity {
+            codes.iter_mut().zip(valid).filter(|(_, v)| !*v).for_each(|(c, _)| *c = NULL_CODE);
+        }
+        Ok(TextColumn { codes, dict: Dict::Owned(Arc::new(text)) })
+    }
+}
+
+/// The join's columns of one block of one run, rows in key order.
+pub struct Chunk<'s> {
+    rows: usize,
+    pub app: TextColumn<'s>,
+    pub device: TextColumn<'s>,
+    pub ts: Vec<i64>,
+    pub event_type: TextColumn<'s>,
+    pub id: Vec<[u8; 16]>,
+    pub channel: TextColumn<'s>,
+    pub campaign: TextColumn<'s>,
+    pub revenue: Vec<Option<f64>>,
+    pub ip: Option<TextColumn<'s>>,
+    pub user_agent: Option<TextColumn<'s>>,
+    /// Row flags ([`FLAG_CLICK`], ...), 0 for rows attribution ignores.
+    pub flags: Vec<u8>,
+}
+
+/// Which event types are conversions.
+pub struct Conversions(pub Vec<String>);
+
+impl<'s> Chunk<'s> {
+    fn new(columns: Vec<BlockColumnOrColumn<'s>>, conversions: &Conversions) -> Result<Chunk<'s>> {
+        let mut it = columns.into_iter();
+        let mut next = || it.next().ok_or_else(|| DataFusionError::Internal("attribution: a column is missing".into()));
+        let app = next()?.text()?;
+        let device = next()?.text()?;
+        let ts = next()?.timestamps()?;
+        let event_type = next()?.text()?;
+        let id = next()?.uuids()?;
+        let channel = next()?.text()?;
+        let campaign = next()?.text()?;
+        let revenue = next()?.floats()?;
+        let ip = next().ok().map(|c| c.text()).transpose()?;
+        let user_agent = next().ok().map(|c| c.text()).transpose()?;
+        let rows = ts.len();
+        let flags = row_flags(&event_type, conversions);
+        Ok(Chunk { rows, app, device, ts, event_type, id, channel, campaign, revenue, ip, user_agent, flags })
+    }
+
+    fn key(&self, row: usize) -> KeyRef<'_> {
+        KeyRef { app: self.app.get(row).unwrap_or_default(), device: self.device.get(row) }
+    }
+
+    fn same_key(&self, a: usize, b: usize) -> bool {
+        let same = |c: &TextColumn<'_>| c.codes[a] == c.codes[b] || c.get(a) == c.get(b);
+        same(&self.app) && same(&self.device)
+    }
+}
+
+/// Flags of each row from its event_type, computed once per dictionary entry.
+fn row_flags(event_type: &TextColumn<'_>, conversions: &Conversions) -> Vec<u8> {
+    let mut memo: HashMap<u32, u8> = HashMap::new();
+    event_type
+        .codes
+        .iter()
+        .map(|&code| {
+            *memo.entry(code).or_insert_with(|| match code {
+                NULL_CODE => 0,
+                _ => {
+                    let ty = event_type.dict.entry(code);
+                    let mut flags = match ty {
+                        b"click" => FLAG_CLICK,
+                        b"impression" => FLAG_IMPRESSION,
+                        _ => 0,
+                    };
+                    if conversions.0.iter().any(|c| c.as_bytes() == ty) {
+                        flags |= FLAG_CONVERSION;
+                    }
+                    flags
+                }
+            })
+        })
+        .collect()
+}
+
+enum BlockColumnOrColumn<'s> {
+    Block(BlockColumn<'s>),
+    Column(Column),
+}
+
+impl<'s> BlockColumnOrColumn<'s> {
+    fn text(self) -> Result<TextColumn<'s>> {
+        match self {
+            BlockColumnOrColumn::Block(b) => TextColumn::from_block(b),
+            BlockColumnOrColumn::Column(c) => TextColumn::from_column(c),
+        }
+    }
+
+    fn column(self) -> Column {
+        match self {
+            BlockColumnOrColumn::Block(b) => b.into_column(),
+            BlockColumnOrColumn::Column(c) => c,
+        }
+    }
+
+    fn timestamps(self) -> Result<Vec<i64>> {
+        match self.column().values {
+            ColumnValues::Timestamp(v) => Ok(v),
+            _ => Err(DataFusionError::Internal("attribution: ts is not a timestamp".into())),
+        }
+    }
+
+    fn uuids(self) -> Result<Vec<[u8; 16]>> {
+        match self.column().values {
+            ColumnValues::Uuid(v) => Ok(v),
+            _ => Err(DataFusionError::Internal("attribution: event_id is not a uuid".into())),
+        }
+    }
+
+    fn floats(self) -> Result<Vec<Option<f64>>> {
+        let column = self.column();
+        let ColumnValues::Float64(v) = column.values else {
+            return Err(DataFusionError::Internal("attribution: revenue is not a double".into()));
+        };
+        Ok(match column.validity {
+            Some(valid) => v.into_iter().zip(valid).map(|(x, ok)| ok.then_some(x)).collect(),
+            None => v.into_iter().map(Some).collect(),
+        })
+    }
+}
+
+/// A journey key: app_id and device_id (None for null).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyRef<'a> {
+    pub app: &'a [u8],
+    pub device: Option<&'a [u8]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub app: Vec<u8>,
+    pub device: Option<Vec<u8>>,
+}
+
+impl Key {
+    fn as_ref(&self) -> KeyRef<'_> {
+        KeyRef { app: &self.app, device: self.device.as_deref() }
+    }
+}
+
+/// One sorted run: a segment, or the memtable snapshot sorted into one chunk.
+pub enum Run<'s> {
+    Segment(&'s Segment),
+    Memory(Arc<Chunk<'s>>),
+}
+
+/// What a join reads.
+pub struct JoinSpec {
+    pub columns: JoinColumns,
+    pub conversions: Conversions,
+    /// Read ip and user_agent (probabilistic matching).
+    pub fingerprints: bool,
+    /// Only this app_id.
+    pub app: Option<Vec<u8>>,
+}
+
+/// The runs of `snapshot`: each segment, and the memtable batches sorted into one run.
+pub fn runs<'s>(snapshot: &'s TableSnapshot, spec: &JoinSpec) -> Result<Vec<Run<'s>>> {
+    let mut runs: Vec<Run<'s>> = snapshot.segments.iter().map(|s| Run::Segment(s.as_ref())).collect();
+    if !snapshot.memtable.is_empty() {
+        let batches: Vec<&Batch> = snapshot.memtable.iter().map(|b| b.as_ref()).collect();
+        let all = Batch::concat(&snapshot.schema, &batches);
+        let sorted = lookback_storage::sort::sort_batch(&snapshot.schema, &all);
+        let columns = sorted.into_columns();
+        let read: Vec<BlockColumnOrColumn<'s>> = spec
+            .columns
+            .read_list(spec.fingerprints)
+            .into_iter()
+            .map(|c| BlockColumnOrColumn::Column(columns[c].clone()))
+            .collect();
+        runs.push(Run::Memory(Arc::new(Chunk::new(read, &spec.conversions)?)));
+    }
+    Ok(runs)
+}
+
+/// Keys that cut the key space into at most `ranges` ranges: the first keys of evenly spaced
+/// blocks of the largest run, distinct and increasing.
+pub fn split_keys(runs: &[Run<'_>], spec: &JoinSpec, ranges: usize) -> Result<Vec<Key>> {
+    let largest = runs.iter().max_by_key(|r| run_rows(r));
+    let mut keys: Vec<Key> = match largest {
+        Some(Run::Segment(segment)) if ranges > 1 && spec.app.is_none() => {
+            let blocks = segment.block_count();
+            let mut keys = Vec::new();
+            for i in 1..ranges {
+                let block = i * blocks / ranges;
+                if block == 0 || block >= blocks {
+                    continue;
+                }
+                let read = segment
+                    .read_block_coded(block, &[spec.columns.app_id, spec.columns.device_id])
+                    .map_err(|e| DataFusionError::from(storage_error(e.into())))?;
+                let mut it = read.into_iter();
+                let (Some(app), Some(device)) = (it.next(), it.next()) else { continue };
+                let (app, device) = (TextColumn::from_block(app)?, TextColumn::from_block(device)?);
+                keys.push(Key { app: app.get(0).unwrap_or_default().to_vec(), device: device.get(0).map(<[u8]>::to_vec) });
+            }
+            keys
+        }
+        _ => Vec::new(),
+    };
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+fn run_rows(run: &Run<'_>) -> u64 {
+    match run {
+        Run::Segment(s) => s.rows(),
+        Run::Memory(c) => c.rows as u64,
+    }
+}
+
+/// A journey's row: where it is (pinned chunk, row) and what the rules need of it.
+#[derive(Clone, Copy, Debug)]
+pub struct JourneyRow {
+    pub ts: i64,
+    pub id: [u8; 16],
+    pub flags: u8,
+    pin: u32,
+    row: u32,
+}
+
+/// One (app_id, device_id) journey: its touchpoint and conversion rows from every run, in
+/// (ts, event_id) order.
+pub struct Journey<'s> {
+    pins: Vec<Arc<Chunk<'s>>>,
+    pub rows: Vec<JourneyRow>,
+}
+
+impl<'s> Journey<'s> {
+    pub fn chunk(&self, row: &JourneyRow) -> (&Chunk<'s>, usize) {
+        (&self.pins[row.pin as usize], row.row as usize)
+    }
+
+    pub fn key(&self) -> Option<KeyRef<'_>> {
+        self.rows.first().map(|r| {
+            let (chunk, row) = self.chunk(r);
+            chunk.key(row)
+        })
+    }
+}
+
+/// A cursor over one run, from a range's lower key.
+struct Cursor<'s, 'r> {
+    run: &'r Run<'s>,
+    next_block: usize,
+    chunk: Option<Arc<Chunk<'s>>>,
+    pos: usize,
+}
+
+impl<'s, 'r> Cursor<'s, 'r> {
+    fn start(run: &'r Run<'s>, lower: Option<&Key>, spec: &JoinSpec) -> Result<Cursor<'s, 'r>> {
+        let mut cursor = Cursor { run, next_block: 0, chunk: None, pos: 0 };
+        if let (Run::Segment(segment), Some(lower)) = (run, lower) {
+            cursor.next_block = (0..segment.block_count()).collect::<Vec<_>>().partition_point(|&b| block_below(segment, b, spec, lower));
+        }
+        cursor.load(spec)?;
+        if let Some(lower) = lower {
+            while let Some(chunk) = cursor.chunk.clone() {
+                let skip = (cursor.pos..chunk.rows).find(|&r| chunk.key(r) >= lower.as_ref()).unwrap_or(chunk.rows);
+                cursor.pos = skip;
+                if skip < chunk.rows {
+                    break;
+                }
+                cursor.load(spec)?;
+            }
+        }
+        Ok(cursor)
+    }
+
+    /// Moves to the next block (or to the end), dropping the current chunk.
+    fn load(&mut self, spec: &JoinSpec) -> Result<()> {
+        self.chunk = None;
+        self.pos = 0;
+        match self.run {
+            Run::Memory(chunk) => {
+                if self.next_block == 0 {
+                    self.chunk = Some(chunk.clone());
+                }
+                self.next_block = 1;
+            }
+            Run::Segment(segment) => {
+                if self.next_block < segment.block_count() {
+                    let read = segment
+                        .read_block_coded(self.next_block, &spec.columns.read_list(spec.fingerprints))
+                        .map_err(|e| DataFusionError::from(storage_error(e.into())))?;
+                    let read = read.into_iter().map(BlockColumnOrColumn::Block).collect();
+                    self.chunk = Some(Arc::new(Chunk::new(read, &spec.conversions)?));
+                    self.next_block += 1;
+                }
+            }
+        }
+        if self.chunk.as_ref().is_some_and(|c| c.rows == 0) {
+            return self.load(spec);
+        }
+        Ok(())
+    }
+
+    fn key(&self) -> Option<Key> {
+        self.chunk.as_ref().map(|c| {
+            let k = c.key(self.pos);
+            Key { app: k.app.to_vec(), device: k.device.map(<[u8]>::to_vec) }
+        })
+    }
+
+    /// Appends this run's rows of the journey at the cursor to `journey` and moves past them.
+    fn take_journey(&mut self, journey: &mut Journey<'s>, spec: &JoinSpec) -> Result<()> {
+        let Some(first) = self.chunk.clone() else { return Ok(()) };
+        let first_row = self.pos;
+        loop {
+            let Some(chunk) = self.chunk.clone() else { return Ok(()) };
+            let pin = journey.pins.len() as u32;
+            let mut end = self.pos;
+            while end < chunk.rows && same_journey(&first, first_row, &chunk, end) {
+                end += 1;
+            }
+            let flagged = (self.pos..end).filter(|&r| chunk.flags[r] != 0);
+            let mut any = false;
+            for row in flagged {
+                any = true;
+                journey.rows.push(JourneyRow { ts: chunk.ts[row], id: chunk.id[row], flags: chunk.flags[row], pin, row: row as u32 });
+            }
+            if any {
+                journey.pins.push(chunk.clone());
+            }
+            self.pos = end;
+            if end < chunk.rows {
+                return Ok(());
+            }
+            self.load(spec)?;
+        }
+    }
+}
+
+fn same_journey(a: &Chunk<'_>, ar: usize, b: &Chunk<'_>, br: usize) -> bool {
+    if std::ptr::eq(a, b) {
+        return a.same_key(ar, br);
+    }
+    a.key(ar) == b.key(br)
+}
+
+/// Whether every row of `block` is below `lower`, from its zone maps (false when unsure).
+fn block_below(segment: &Segment, block: usize, spec: &JoinSpec, lower: &Key) -> bool {
+    let text = |v: &Option<Value>| match v {
+        Some(Value::Text(s)) => Some(s.as_bytes().to_vec()),
+        _ => None,
+    };
+    let app = segment.zone_map(block, spec.columns.app_id);
+    let (Some(app_min), Some(app_max)) = (text(&app.min), text(&app.max)) else { return false };
+    match app_max.as_slice().cmp(&lower.app) {
+        Ordering::Less => true,
+        Ordering::Greater => false,
+        Ordering::Equal if app_min != app_max => false,
+        Ordering::Equal => {
+            let Some(lower_device) = &lower.device else { return false };
+            let device = segment.zone_map(block, spec.columns.device_id);
+            let rows = segment.block_rows(block) as u64;
+            match text(&device.max) {
+                Some(max) => max < *lower_device,
+                None => device.null_count == rows,
+            }
+        }
+    }
+}
+
+/// Visits every journey with a key in `[lower, upper)` (and in `spec.app` when set), in key
+/// order, merging all runs.
+pub fn for_each_journey<'s>(
+    runs: &[Run<'s>],
+    spec: &JoinSpec,
+    lower: Option<&Key>,
+    upper: Option<&Key>,
+    mut visit: impl FnMut(&Journey<'s>) -> Result<()>,
+) -> Result<()> {
+    let app_lower = spec.app.as_ref().map(|app| Key { app: app.clone(), device: None });
+    let lower = match (lower, app_lower.as_ref()) {
+        (Some(l), Some(a)) => Some(l.max(a)),
+        (l, a) => l.or(a),
+    };
+    let mut cursors: Vec<Cursor<'s, '_>> = runs.iter().map(|r| Cursor::start(r, lower, spec)).collect::<Result<_>>()?;
+    let mut journey = Journey { pins: Vec::new(), rows: Vec::new() };
+    loop {
+        let keys: Vec<Option<Key>> = cursors.iter().map(Cursor::key).collect();
+        let Some(min) = keys.iter().flatten().min().cloned() else { return Ok(()) };
+        if upper.is_some_and(|u| min >= *u) || spec.app.as_ref().is_some_and(|a| min.app != *a) {
+            return Ok(());
+        }
+        journey.pins.clear();
+        journey.rows.clear();
+        for (cursor, key) in cursors.iter_mut().zip(&keys) {
+            if key.as_ref() == Some(&min) {
+                cursor.take_journey(&mut journey, spec)?;
+            }
+        }
+        if !journey.rows.is_empty() {
+            sort_rows(&mut journey.rows);
+            visit(&journey)?;
+        }
+    }
+}
+
+/// (ts, event_id) order; runs are sorted by ts only, so ties and multi-run journeys sort here.
+fn sort_rows(rows: &mut [JourneyRow]) {
+    if rows.windows(2).any(|w| (w[0].ts, w[0].id) > (w[1].ts, w[1].id)) {
+        rows.sort_unstable_by(|a, b| (a.ts, a.id).cmp(&(b.ts, b.id)));
+    }
+}
