@@ -20,7 +20,6 @@ use lookback_common::{Batch, Column, ColumnValues, Schema, TextValues, Value};
 use lookback_storage::segment::{BlockColumn, Segment, TextDictionary};
 use lookback_storage::TableSnapshot;
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Row flags: a click, an impression, a conversion (a row may be a touchpoint and a conversion
@@ -73,16 +72,6 @@ impl JoinColumns {
         Ok(columns)
     }
 
-    /// The columns read, in [`Chunk`] order; ip and user_agent only when `fingerprints`.
-    fn read_list(&self, fingerprints: bool) -> Vec<usize> {
-        let mut list = vec![
-            self.app_id, self.device_id, self.ts, self.event_type, self.event_id, self.channel, self.campaign, self.revenue,
-        ];
-        if fingerprints {
-            list.extend([self.ip, self.user_agent]);
-        }
-        list
-    }
 }
 
 /// The entries a text column's codes point into.
@@ -93,6 +82,23 @@ pub enum Dict<'s> {
 }
 
 impl Dict<'_> {
+    /// Whether every entry is distinct (then codes compare like the text).
+    fn distinct(&self) -> bool {
+        match self {
+            Dict::Segment(_) => true,
+            // Owned text may repeat values (plain rows; block dictionaries are not checked).
+            Dict::Owned(_) => false,
+        }
+    }
+
+    /// Entries a code can point at (the distinct values, or the rows of plain text).
+    fn len(&self) -> usize {
+        match self {
+            Dict::Segment(d) => d.len(),
+            Dict::Owned(t) => t.entries(),
+        }
+    }
+
     fn entry(&self, code: u32) -> &[u8] {
         match self {
             Dict::Segment(d) => d.entry(code as usize),
@@ -108,6 +114,8 @@ impl Dict<'_> {
 pub struct TextColumn<'s> {
     codes: Vec<u32>,
     dict: Dict<'s>,
+    /// Codes are equal exactly when the text is.
+    distinct: bool,
 }
 
 const NULL_CODE: u32 = u32::MAX;
@@ -130,7 +138,7 @@ impl<'s> TextColumn<'s> {
                         }
                     }
                 }
-                Ok(TextColumn { codes, dict: Dict::Segment(dictionary) })
+                Ok(TextColumn { codes, dict: Dict::Segment(dictionary), distinct: true })
             }
             BlockColumn::Values(column) => TextColumn::from_column(column),
         }
@@ -147,7 +155,8 @@ impl<'s> TextColumn<'s> {
         if let Some(valid) = validity {
             codes.iter_mut().zip(valid).filter(|(_, v)| !*v).for_each(|(c, _)| *c = NULL_CODE);
         }
-        Ok(TextColumn { codes, dict: Dict::Owned(Arc::new(text)) })
+        let dict = Dict::Owned(Arc::new(text));
+        Ok(TextColumn { codes, distinct: dict.distinct(), dict })
     }
 }
 
@@ -159,9 +168,9 @@ pub struct Chunk<'s> {
     pub ts: Vec<i64>,
     pub event_type: TextColumn<'s>,
     pub id: Vec<[u8; 16]>,
-    pub channel: TextColumn<'s>,
-    pub campaign: TextColumn<'s>,
-    pub revenue: Vec<Option<f64>>,
+    channel: Option<TextColumn<'s>>,
+    campaign: Option<TextColumn<'s>>,
+    revenue: Option<Vec<Option<f64>>>,
     pub ip: Option<TextColumn<'s>>,
     pub user_agent: Option<TextColumn<'s>>,
     /// Row flags ([`FLAG_CLICK`], ...), 0 for rows attribution ignores.
@@ -172,7 +181,7 @@ pub struct Chunk<'s> {
 pub struct Conversions(pub Vec<String>);
 
 impl<'s> Chunk<'s> {
-    fn new(columns: Vec<BlockColumnOrColumn<'s>>, conversions: &Conversions) -> Result<Chunk<'s>> {
+    fn new(columns: Vec<BlockColumnOrColumn<'s>>, spec: &JoinSpec) -> Result<Chunk<'s>> {
         let mut it = columns.into_iter();
         let mut next = || it.next().ok_or_else(|| DataFusionError::Internal("attribution: a column is missing".into()));
         let app = next()?.text()?;
@@ -180,14 +189,28 @@ impl<'s> Chunk<'s> {
         let ts = next()?.timestamps()?;
         let event_type = next()?.text()?;
         let id = next()?.uuids()?;
-        let channel = next()?.text()?;
-        let campaign = next()?.text()?;
-        let revenue = next()?.floats()?;
-        let ip = next().ok().map(|c| c.text()).transpose()?;
-        let user_agent = next().ok().map(|c| c.text()).transpose()?;
+        let channel = if spec.channel { Some(next()?.text()?) } else { None };
+        let campaign = if spec.campaign { Some(next()?.text()?) } else { None };
+        let revenue = if spec.revenue { Some(next()?.floats()?) } else { None };
+        let (ip, user_agent) = match spec.fingerprints {
+            true => (Some(next()?.text()?), Some(next()?.text()?)),
+            false => (None, None),
+        };
         let rows = ts.len();
-        let flags = row_flags(&event_type, conversions);
+        let flags = row_flags(&event_type, &spec.conversions);
         Ok(Chunk { rows, app, device, ts, event_type, id, channel, campaign, revenue, ip, user_agent, flags })
+    }
+
+    pub fn channel(&self, row: usize) -> Option<&[u8]> {
+        self.channel.as_ref().and_then(|c| c.get(row))
+    }
+
+    pub fn campaign(&self, row: usize) -> Option<&[u8]> {
+        self.campaign.as_ref().and_then(|c| c.get(row))
+    }
+
+    pub fn revenue(&self, row: usize) -> Option<f64> {
+        self.revenue.as_ref().and_then(|r| r[row])
     }
 
     fn key(&self, row: usize) -> KeyRef<'_> {
@@ -195,33 +218,38 @@ impl<'s> Chunk<'s> {
     }
 
     fn same_key(&self, a: usize, b: usize) -> bool {
-        let same = |c: &TextColumn<'_>| c.codes[a] == c.codes[b] || c.get(a) == c.get(b);
+        let same = |c: &TextColumn<'_>| c.codes[a] == c.codes[b] || (!c.distinct && c.get(a) == c.get(b));
         same(&self.app) && same(&self.device)
     }
 }
 
 /// Flags of each row from its event_type, computed once per dictionary entry.
 fn row_flags(event_type: &TextColumn<'_>, conversions: &Conversions) -> Vec<u8> {
-    let mut memo: HashMap<u32, u8> = HashMap::new();
+    const UNKNOWN: u8 = u8::MAX;
+    let mut memo: Vec<u8> = vec![UNKNOWN; event_type.dict.len()];
+    let flags_of = |code: u32| {
+        let ty = event_type.dict.entry(code);
+        let mut flags = match ty {
+            b"click" => FLAG_CLICK,
+            b"impression" => FLAG_IMPRESSION,
+            _ => 0,
+        };
+        if conversions.0.iter().any(|c| c.as_bytes() == ty) {
+            flags |= FLAG_CONVERSION;
+        }
+        flags
+    };
     event_type
         .codes
         .iter()
-        .map(|&code| {
-            *memo.entry(code).or_insert_with(|| match code {
-                NULL_CODE => 0,
-                _ => {
-                    let ty = event_type.dict.entry(code);
-                    let mut flags = match ty {
-                        b"click" => FLAG_CLICK,
-                        b"impression" => FLAG_IMPRESSION,
-                        _ => 0,
-                    };
-                    if conversions.0.iter().any(|c| c.as_bytes() == ty) {
-                        flags |= FLAG_CONVERSION;
-                    }
-                    flags
+        .map(|&code| match memo.get_mut(code as usize) {
+            None => 0, // NULL_CODE
+            Some(f) => {
+                if *f == UNKNOWN {
+                    *f = flags_of(code);
                 }
-            })
+                *f
+            }
         })
         .collect()
 }
@@ -303,8 +331,26 @@ pub struct JoinSpec {
     pub conversions: Conversions,
     /// Read ip and user_agent (probabilistic matching).
     pub fingerprints: bool,
+    /// Read channel, campaign, revenue (a query that needs none of them skips decoding them).
+    pub channel: bool,
+    pub campaign: bool,
+    pub revenue: bool,
     /// Only this app_id.
     pub app: Option<Vec<u8>>,
+}
+
+impl JoinSpec {
+    /// The columns read, in [`Chunk::new`]'s order.
+    fn read_list(&self) -> Vec<usize> {
+        let c = &self.columns;
+        let mut list = vec![c.app_id, c.device_id, c.ts, c.event_type, c.event_id];
+        let optional = [(self.channel, c.channel), (self.campaign, c.campaign), (self.revenue, c.revenue)];
+        list.extend(optional.iter().filter(|(read, _)| *read).map(|(_, column)| *column));
+        if self.fingerprints {
+            list.extend([c.ip, c.user_agent]);
+        }
+        list
+    }
 }
 
 /// The runs of `snapshot`: each segment, and the memtable batches sorted into one run.
@@ -316,12 +362,11 @@ pub fn runs<'s>(snapshot: &'s TableSnapshot, spec: &JoinSpec) -> Result<Vec<Run<
         let sorted = lookback_storage::sort::sort_batch(&snapshot.schema, &all);
         let columns = sorted.into_columns();
         let read: Vec<BlockColumnOrColumn<'s>> = spec
-            .columns
-            .read_list(spec.fingerprints)
+            .read_list()
             .into_iter()
             .map(|c| BlockColumnOrColumn::Column(columns[c].clone()))
             .collect();
-        runs.push(Run::Memory(Arc::new(Chunk::new(read, &spec.conversions)?)));
+        runs.push(Run::Memory(Arc::new(Chunk::new(read, spec)?)));
     }
     Ok(runs)
 }
@@ -435,10 +480,10 @@ impl<'s, 'r> Cursor<'s, 'r> {
             Run::Segment(segment) => {
                 if self.next_block < segment.block_count() {
                     let read = segment
-                        .read_block_coded(self.next_block, &spec.columns.read_list(spec.fingerprints))
+                        .read_block_coded(self.next_block, &spec.read_list())
                         .map_err(|e| DataFusionError::from(storage_error(e.into())))?;
                     let read = read.into_iter().map(BlockColumnOrColumn::Block).collect();
-                    self.chunk = Some(Arc::new(Chunk::new(read, &spec.conversions)?));
+                    self.chunk = Some(Arc::new(Chunk::new(read, spec)?));
                     self.next_block += 1;
                 }
             }
@@ -449,11 +494,8 @@ impl<'s, 'r> Cursor<'s, 'r> {
         Ok(())
     }
 
-    fn key(&self) -> Option<Key> {
-        self.chunk.as_ref().map(|c| {
-            let k = c.key(self.pos);
-            Key { app: k.app.to_vec(), device: k.device.map(<[u8]>::to_vec) }
-        })
+    fn key_ref(&self) -> Option<KeyRef<'_>> {
+        self.chunk.as_ref().map(|c| c.key(self.pos))
     }
 
     /// Appends this run's rows of the journey at the cursor to `journey` and moves past them.
@@ -532,18 +574,25 @@ pub fn for_each_journey<'s>(
     };
     let mut cursors: Vec<Cursor<'s, '_>> = runs.iter().map(|r| Cursor::start(r, lower, spec)).collect::<Result<_>>()?;
     let mut journey = Journey { pins: Vec::new(), rows: Vec::new() };
+    let mut takes = vec![false; cursors.len()];
     loop {
-        let keys: Vec<Option<Key>> = cursors.iter().map(Cursor::key).collect();
-        let Some(min) = keys.iter().flatten().min().cloned() else { return Ok(()) };
-        if upper.is_some_and(|u| min >= *u) || spec.app.as_ref().is_some_and(|a| min.app != *a) {
+        let mut min: Option<KeyRef<'_>> = None;
+        for key in cursors.iter().filter_map(Cursor::key_ref) {
+            if min.is_none_or(|m| key < m) {
+                min = Some(key);
+            }
+        }
+        let Some(min) = min else { return Ok(()) };
+        if upper.is_some_and(|u| min >= u.as_ref()) || spec.app.as_ref().is_some_and(|a| min.app != a.as_slice()) {
             return Ok(());
+        }
+        for (take, cursor) in takes.iter_mut().zip(&cursors) {
+            *take = cursor.key_ref() == Some(min);
         }
         journey.pins.clear();
         journey.rows.clear();
-        for (cursor, key) in cursors.iter_mut().zip(&keys) {
-            if key.as_ref() == Some(&min) {
-                cursor.take_journey(&mut journey, spec)?;
-            }
+        for (cursor, _) in cursors.iter_mut().zip(&takes).filter(|(_, t)| **t) {
+            cursor.take_journey(&mut journey, spec)?;
         }
         if !journey.rows.is_empty() {
             sort_rows(&mut journey.rows);

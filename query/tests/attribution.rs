@@ -6,6 +6,7 @@
 //! The data sits in two segments (small blocks, so journeys span blocks and segments) plus the
 //! memtable, and again after a full compaction.
 
+#[allow(dead_code)] // not every test uses every helper
 mod common;
 
 use common::{admit_events, open, BASE_US};

@@ -13,6 +13,11 @@ use std::sync::Arc;
 /// Rows per output batch.
 pub const BATCH_ROWS: usize = 8_192;
 
+/// Positions of the columns whose source is optional to read.
+pub const CHANNEL: usize = 8;
+pub const CAMPAIGN: usize = 9;
+pub const REVENUE: usize = 13;
+
 /// `attribute(...)`'s columns, in order.
 pub fn attribute_schema() -> SchemaRef {
     use ColumnType::*;

@@ -11,7 +11,7 @@
 //! devices' remaining touchpoints.
 
 use super::args::{ModelChoice, Params};
-use super::output::{ChannelRow, OutputBuilder, BATCH_ROWS};
+use super::output::{self, ChannelRow, OutputBuilder, BATCH_ROWS};
 use crate::attribution::rules::{self, Touch, TouchKind};
 use crate::attribution::{markov, shapley, Path, ORGANIC};
 use crate::touchpoint_join::{
@@ -116,6 +116,34 @@ struct RangeState<'p> {
     pending: Vec<Pending>,
     /// Touch ids credited by fingerprint matches (they leave the remaining paths).
     fingerprint_used: HashSet<[u8; 16]>,
+    /// Per-journey scratch, kept to reuse its allocations.
+    lists: TouchLists,
+}
+
+/// A journey's touchpoints by kind (index 0 clicks, 1 impressions; `TouchKind as usize`),
+/// each in (ts, event_id) order, with their rows in the journey and whether a conversion used
+/// them (markov and shapley only).
+#[derive(Default)]
+struct TouchLists {
+    touches: [Vec<Touch>; 2],
+    rows: [Vec<usize>; 2],
+    used: [Vec<bool>; 2],
+}
+
+impl TouchLists {
+    fn clear(&mut self) {
+        for k in 0..2 {
+            self.touches[k].clear();
+            self.rows[k].clear();
+            self.used[k].clear();
+        }
+    }
+
+    fn push(&mut self, touch: Touch, row: usize) {
+        let k = touch.kind as usize;
+        self.touches[k].push(touch);
+        self.rows[k].push(row);
+    }
 }
 
 impl<'p> RangeState<'p> {
@@ -134,6 +162,7 @@ impl<'p> RangeState<'p> {
             remaining: Vec::new(),
             pending: Vec::new(),
             fingerprint_used: HashSet::new(),
+            lists: TouchLists::default(),
         }
     }
 
@@ -145,18 +174,20 @@ impl<'p> RangeState<'p> {
     /// touchpoints as a path.
     fn journey(&mut self, journey: &Journey<'_>) {
         let Some(key) = journey.key() else { return };
-        let mut touches: Vec<Touch> = Vec::new();
-        let mut touch_rows: Vec<usize> = Vec::new();
+        let mut lists = std::mem::take(&mut self.lists);
+        lists.clear();
         for (i, row) in journey.rows.iter().enumerate() {
             let kind = match row.flags & (FLAG_CLICK | FLAG_IMPRESSION) {
                 FLAG_CLICK => TouchKind::Click,
                 FLAG_IMPRESSION => TouchKind::Impression,
                 _ => continue,
             };
-            touches.push(Touch { ts: row.ts, id: row.id, kind });
-            touch_rows.push(i);
+            lists.push(Touch { ts: row.ts, id: row.id, kind }, i);
         }
-        let mut used = vec![false; if self.paths_wanted() { touches.len() } else { 0 }];
+        if self.paths_wanted() {
+            lists.used[0].resize(lists.touches[0].len(), false);
+            lists.used[1].resize(lists.touches[1].len(), false);
+        }
         for row in journey.rows.iter().filter(|r| r.flags & FLAG_CONVERSION != 0 && self.params.converts_at(r.ts)) {
             let (chunk, at) = journey.chunk(row);
             let conversion = Conversion {
@@ -165,24 +196,24 @@ impl<'p> RangeState<'p> {
                 ts: row.ts,
                 ty: chunk.event_type.get(at).unwrap_or_default(),
                 device: key.device,
-                revenue: chunk.revenue[at].unwrap_or(0.0),
+                revenue: chunk.revenue(at).unwrap_or(0.0),
             };
-            let found = match key.device {
-                Some(_) => rules::candidates(&touches, row.ts, self.params.windows),
-                None => Vec::new(),
+            let (kind, found) = match key.device {
+                Some(_) => rules::candidate_range(&lists.touches[0], &lists.touches[1], row.ts, self.params.windows),
+                None => (TouchKind::Click, 0..0),
             };
             if !found.is_empty() {
+                let k = kind as usize;
                 let path: Vec<TouchInfo<'_>> = found
-                    .iter()
-                    .map(|&t| {
-                        let (tc, tr) = journey.chunk(&journey.rows[touch_rows[t]]);
-                        TouchInfo { id: touches[t].id, ts: touches[t].ts, kind: touches[t].kind, channel: tc.channel.get(tr), campaign: tc.campaign.get(tr) }
+                    .clone()
+                    .map(|t| {
+                        let (tc, tr) = journey.chunk(&journey.rows[lists.rows[k][t]]);
+                        let touch = &lists.touches[k][t];
+                        TouchInfo { id: touch.id, ts: touch.ts, kind, channel: tc.channel(tr), campaign: tc.campaign(tr) }
                     })
                     .collect();
-                for &t in &found {
-                    if let Some(u) = used.get_mut(t) {
-                        *u = true;
-                    }
+                if let Some(used) = lists.used[k].get_mut(found) {
+                    used.fill(true);
                 }
                 self.credit(&conversion, &path, Match::Device);
                 continue;
@@ -206,13 +237,23 @@ impl<'p> RangeState<'p> {
             }
         }
         if self.paths_wanted() && key.device.is_some() {
+            // The touches not used, in (ts, event_id) order: walk the journey's rows and
+            // take each touch from its kind's list in turn.
             let mut remaining = Remaining { channels: Vec::new(), ids: Vec::new() };
-            for (t, touch) in touches.iter().enumerate() {
-                if !used[t] && self.params.path_touch_at(touch.ts) {
-                    let (tc, tr) = journey.chunk(&journey.rows[touch_rows[t]]);
-                    remaining.channels.push(self.channels.id(tc.channel.get(tr)));
+            let mut next = [0usize; 2];
+            for row in &journey.rows {
+                let k = match row.flags & (FLAG_CLICK | FLAG_IMPRESSION) {
+                    FLAG_CLICK => 0,
+                    FLAG_IMPRESSION => 1,
+                    _ => continue,
+                };
+                let t = next[k];
+                next[k] += 1;
+                if !lists.used[k][t] && self.params.path_touch_at(row.ts) {
+                    let (tc, tr) = journey.chunk(row);
+                    remaining.channels.push(self.channels.id(tc.channel(tr)));
                     if self.params.probabilistic_window_us > 0 {
-                        remaining.ids.push(touch.id);
+                        remaining.ids.push(row.id);
                     }
                 }
             }
@@ -220,6 +261,7 @@ impl<'p> RangeState<'p> {
                 self.remaining.push(remaining);
             }
         }
+        self.lists = lists;
     }
 
     /// Credits `path` (candidates in path order, at least one) for `conversion`.
@@ -318,10 +360,17 @@ pub const ATTRIBUTION_THREADS_MAX: usize = 2;
 /// Runs an attribution over `snapshot`, sending `attribute(...)` rows (or the channel rows) to
 /// `tx`.
 pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usize, tx: &Sender<Result<RecordBatch>>) -> Result<()> {
+    let wants = |column: usize| match mode {
+        Mode::Rows { projection } => projection.contains(&column),
+        Mode::Channels => true,
+    };
     let spec = JoinSpec {
         columns: JoinColumns::of(&snapshot.schema)?,
         conversions: Conversions(params.conversion.clone()),
         fingerprints: params.probabilistic_window_us > 0,
+        channel: wants(output::CHANNEL),
+        campaign: wants(output::CAMPAIGN),
+        revenue: wants(output::REVENUE),
         app: params.app.as_ref().map(|a| a.as_bytes().to_vec()),
     };
     let runs = runs(snapshot, &spec)?;
@@ -379,7 +428,7 @@ fn fingerprint_pass(runs: &[crate::touchpoint_join::Run<'_>], spec: &JoinSpec, p
     }
     let earliest = pending.iter().map(|p| p.ts.saturating_sub(widest)).min().unwrap_or(i64::MIN);
     let latest = pending.iter().map(|p| p.ts).max().unwrap_or(i64::MAX);
-    let all = JoinSpec { columns: spec.columns, conversions: Conversions(Vec::new()), fingerprints: true, app: spec.app.clone() };
+    let all = JoinSpec { conversions: Conversions(Vec::new()), app: spec.app.clone(), ..*spec };
     for_each_journey(runs, &all, None, None, |journey| {
         let Some(key) = journey.key() else { return Ok(()) };
         for row in journey.rows.iter().filter(|r| r.ts >= earliest && r.ts <= latest) {
@@ -395,8 +444,8 @@ fn fingerprint_pass(runs: &[crate::touchpoint_join::Run<'_>], spec: &JoinSpec, p
             if let Some(list) = index.get_mut(&(key.app.to_vec(), ip.to_vec(), ua.to_vec())) {
                 list.push(FingerprintTouch {
                     touch: Touch { ts: row.ts, id: row.id, kind },
-                    channel: chunk.channel.get(at).map(<[u8]>::to_vec),
-                    campaign: chunk.campaign.get(at).map(<[u8]>::to_vec),
+                    channel: chunk.channel(at).map(<[u8]>::to_vec),
+                    campaign: chunk.campaign(at).map(<[u8]>::to_vec),
                 });
             }
         }
@@ -408,18 +457,21 @@ fn fingerprint_pass(runs: &[crate::touchpoint_join::Run<'_>], spec: &JoinSpec, p
     for p in &pending {
         let conversion = Conversion { app: &p.app, id: p.id, ts: p.ts, ty: &p.ty, device: p.device.as_deref(), revenue: p.revenue };
         let list = &index[&(p.app.clone(), p.ip.clone(), p.user_agent.clone())];
-        let touches: Vec<Touch> = list.iter().map(|t| t.touch).collect();
-        let found = rules::candidates(&touches, p.ts, capped);
+        let (clicks, impressions): (Vec<&FingerprintTouch>, Vec<&FingerprintTouch>) =
+            list.iter().partition(|t| t.touch.kind == TouchKind::Click);
+        let touches = |l: &[&FingerprintTouch]| l.iter().map(|t| t.touch).collect::<Vec<Touch>>();
+        let (kind, found) = rules::candidate_range(&touches(&clicks), &touches(&impressions), p.ts, capped);
         if found.is_empty() {
             state.organic(&conversion);
             continue;
         }
-        let path: Vec<TouchInfo<'_>> = found
+        let chosen = match kind {
+            TouchKind::Click => &clicks[found],
+            TouchKind::Impression => &impressions[found],
+        };
+        let path: Vec<TouchInfo<'_>> = chosen
             .iter()
-            .map(|&i| {
-                let t = &list[i];
-                TouchInfo { id: t.touch.id, ts: t.touch.ts, kind: t.touch.kind, channel: t.channel.as_deref(), campaign: t.campaign.as_deref() }
-            })
+            .map(|t| TouchInfo { id: t.touch.id, ts: t.touch.ts, kind: t.touch.kind, channel: t.channel.as_deref(), campaign: t.campaign.as_deref() })
             .collect();
         state.fingerprint_used.extend(path.iter().map(|t| t.id));
         state.credit(&conversion, &path, Match::Fingerprint);

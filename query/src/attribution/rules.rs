@@ -9,13 +9,16 @@
 //! time decay weights `2^(−(t − ts)/half_life)`, normalised; position based gives 1 for one
 //! touch, 0.5 each for two, else 0.4 to the first and last and 0.2 split over the middle.
 
+use std::ops::Range;
+
 /// Microseconds in a second (timestamps and windows are microseconds).
 pub const MICROS_PER_SECOND: i64 = 1_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TouchKind {
-    Click,
-    Impression,
+    /// Discriminants index per-kind lists (`kind as usize`).
+    Click = 0,
+    Impression = 1,
 }
 
 /// A touchpoint as the rules see it.
@@ -66,6 +69,23 @@ pub fn candidates(touches: &[Touch], conversion_ts: i64, windows: Windows) -> Ve
         found.retain(|&i| touches[i].kind == TouchKind::Click);
     }
     found
+}
+
+/// [`candidates`] over touches kept as two lists, `clicks` and `impressions` (each sorted by
+/// (ts, id)): the clicks in the click window if there are any, else the impressions in the view
+/// window, as the kind and the index range into that list (in path order). Two binary searches
+/// per list, so a conversion costs O(log n + path) however long its journey is.
+pub fn candidate_range(clicks: &[Touch], impressions: &[Touch], conversion_ts: i64, windows: Windows) -> (TouchKind, Range<usize>) {
+    assert!(windows.click_us >= 0 && windows.view_us >= 0, "windows are not negative");
+    let range = |list: &[Touch], window_us: i64| {
+        let from = conversion_ts.saturating_sub(window_us);
+        list.partition_point(|p| p.ts < from)..list.partition_point(|p| p.ts <= conversion_ts)
+    };
+    let found = range(clicks, windows.click_us);
+    match found.is_empty() {
+        false => (TouchKind::Click, found),
+        true => (TouchKind::Impression, range(impressions, windows.view_us)),
+    }
 }
 
 /// Confidence of a fingerprint match of a touch `age_us` before the conversion.
@@ -196,5 +216,27 @@ mod tests {
         assert_eq!(Model::named("time_decay", 5), Some(Model::TimeDecay { half_life_us: 5 }));
         assert_eq!(Model::named("markov", 5), None);
         assert!((fingerprint_confidence(DAY / 4, DAY) - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn candidate_range_equals_candidates() {
+        let mut seed = 0x5eed_u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        for _ in 0..500 {
+            let mut touches: Vec<Touch> = (0..(next() % 12))
+                .map(|_| Touch { ts: (next() % 20) as i64, id: [(next() % 4) as u8; 16], kind: if next() % 2 == 0 { TouchKind::Click } else { TouchKind::Impression } })
+                .collect();
+            touches.sort_by_key(|t| (t.ts, t.id));
+            let t = (next() % 22) as i64;
+            let w = Windows { click_us: (next() % 8) as i64, view_us: (next() % 8) as i64 };
+            let (clicks, impressions): (Vec<Touch>, Vec<Touch>) = touches.iter().partition(|t| t.kind == TouchKind::Click);
+            let (kind, range) = candidate_range(&clicks, &impressions, t, w);
+            let list = if kind == TouchKind::Click { &clicks } else { &impressions };
+            let expected: Vec<Touch> = candidates(&touches, t, w).iter().map(|&i| touches[i]).collect();
+            assert_eq!(list[range].to_vec(), expected);
+        }
     }
 }
