@@ -124,6 +124,15 @@ Try:
   SELECT campaign, cost, clicks, cost / clicks AS cost_per_click
     FROM (SELECT campaign, sum(cost) AS cost FROM campaign_costs GROUP BY 1) c
     JOIN (SELECT campaign, count(*) AS clicks FROM events WHERE event_type = 'click' GROUP BY 1) e USING (campaign)
-    ORDER BY cost_per_click;"
+    ORDER BY cost_per_click;
+Attribution (docs/attribution.md):
+  SELECT channel, count(*) AS installs FROM attribute(model => 'last_touch', conversion => 'install')
+    GROUP BY 1 ORDER BY 2 DESC;
+  SELECT * FROM attribute_channels(model => 'markov');
+  SELECT campaign, cost, revenue, revenue / cost AS roas
+    FROM (SELECT campaign, sum(cost) AS cost FROM campaign_costs GROUP BY 1) c
+    JOIN (SELECT campaign, sum(revenue) AS revenue
+            FROM attribute(model => 'linear', conversion => 'purchase') GROUP BY 1) a USING (campaign)
+    ORDER BY roas DESC;"
     );
 }

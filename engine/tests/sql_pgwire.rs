@@ -349,3 +349,50 @@ fn corrupt_segment_reads_answer_xx001() {
     assert_eq!(query(&pg_addr, "SELECT 1"), "1");
     server.terminate();
 }
+
+/// `attribute(...)` as the source of a COPY TO STDOUT (text and CSV), over journeys split
+/// between a segment (the touches, flushed) and the memtable (the installs): the same rows
+/// before and after the installs are flushed too.
+#[test]
+fn psql_copies_attribution_out() {
+    let site = Site::new();
+    let pg_addr = format!("127.0.0.1:{}", free_port());
+    let server = site.start(&["--pg-addr", &pg_addr]);
+    // d1: meta then google clicks, install; d2: a google click, install; d3: install only.
+    query(
+        &pg_addr,
+        "INSERT INTO events (event_id, app_id, ts, event_type, device_id, channel, campaign) VALUES
+          ('b0000000-0000-4000-8000-000000000001', 'copy.app', '2026-10-01T10:00:00Z', 'click', 'd1', 'meta', 'm1'),
+          ('b0000000-0000-4000-8000-000000000002', 'copy.app', '2026-10-02T10:00:00Z', 'click', 'd1', 'google', 'g1'),
+          ('b0000000-0000-4000-8000-000000000004', 'copy.app', '2026-10-03T10:00:00Z', 'click', 'd2', 'google', 'g2')",
+    );
+    let (status, body) = http(&site.http_addr, "POST", "/admin/flush");
+    assert_eq!(status, 200, "{body}");
+    query(
+        &pg_addr,
+        "INSERT INTO events (event_id, app_id, ts, event_type, device_id) VALUES
+          ('b0000000-0000-4000-8000-000000000003', 'copy.app', '2026-10-03T10:00:00Z', 'install', 'd1'),
+          ('b0000000-0000-4000-8000-000000000005', 'copy.app', '2026-10-04T10:00:00Z', 'install', 'd2'),
+          ('b0000000-0000-4000-8000-000000000006', 'copy.app', '2026-10-04T10:00:00Z', 'install', 'd3')",
+    );
+    let text = "COPY (SELECT channel, credit FROM attribute(model => 'linear') ORDER BY 1,2) TO STDOUT";
+    let csv = "COPY (SELECT device_id, channel, campaign, touch_time, credit FROM attribute(model => 'linear') \
+               ORDER BY conversion_time, touch_time) TO STDOUT WITH (FORMAT csv, HEADER)";
+    // Linear: d1's install splits 0.5/0.5 over meta and google, d2's goes to google, d3 is
+    // organic (campaign and touch_time NULL).
+    let text_expected = "google\t0.5\ngoogle\t1.0\nmeta\t0.5\norganic\t1.0\n";
+    let csv_expected = "device_id,channel,campaign,touch_time,credit\n\
+                        d1,meta,m1,2026-10-01 10:00:00+00,0.5\n\
+                        d1,google,g1,2026-10-02 10:00:00+00,0.5\n\
+                        d2,google,g2,2026-10-03 10:00:00+00,1.0\n\
+                        d3,organic,,,1.0\n";
+    for round in ["touches flushed", "all flushed"] {
+        let (ok, out, err) = psql(&pg_addr, &["-c", text]);
+        assert!(ok && out == text_expected, "{round}: {out:?} {err}");
+        let (ok, out, err) = psql(&pg_addr, &["-c", csv]);
+        assert!(ok && out == csv_expected, "{round}: {out:?} {err}");
+        let (status, body) = http(&site.http_addr, "POST", "/admin/flush");
+        assert_eq!(status, 200, "{body}");
+    }
+    server.terminate();
+}

@@ -573,6 +573,9 @@ pub fn for_each_journey<'s>(
         (l, a) => l.or(a),
     };
     let mut cursors: Vec<Cursor<'s, '_>> = runs.iter().map(|r| Cursor::start(r, lower, spec)).collect::<Result<_>>()?;
+    // Runs with nothing in the range (compaction writes segments of disjoint key ranges, so
+    // most ranges lie in one segment) leave the merge at once.
+    cursors.retain(|c| c.key_ref().is_some_and(|k| upper.is_none_or(|u| k < u.as_ref())));
     let mut journey = Journey { pins: Vec::new(), rows: Vec::new() };
     let mut takes = vec![false; cursors.len()];
     loop {
@@ -586,8 +589,13 @@ pub fn for_each_journey<'s>(
         if upper.is_some_and(|u| min >= u.as_ref()) || spec.app.as_ref().is_some_and(|a| min.app != a.as_slice()) {
             return Ok(());
         }
-        for (take, cursor) in takes.iter_mut().zip(&cursors) {
-            *take = cursor.key_ref() == Some(min);
+        match cursors.len() {
+            1 => takes[0] = true,
+            _ => {
+                for (take, cursor) in takes.iter_mut().zip(&cursors) {
+                    *take = cursor.key_ref() == Some(min);
+                }
+            }
         }
         journey.pins.clear();
         journey.rows.clear();

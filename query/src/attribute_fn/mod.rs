@@ -11,6 +11,7 @@ pub mod args;
 pub mod output;
 pub mod run;
 
+use crate::SqlError;
 use args::{arg_names, Params};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
@@ -25,11 +26,14 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
-use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, TableFactor};
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, FunctionArg, FunctionArgExpr, TableFactor};
 use lookback_storage::Db;
 use run::Mode;
 use std::fmt;
 use std::sync::Arc;
+
+/// SQLSTATE of a call with an argument name the function does not have (as PostgreSQL).
+const UNDEFINED_FUNCTION: &str = "42883";
 
 pub const ATTRIBUTE: &str = "attribute";
 pub const ATTRIBUTE_CHANNELS: &str = "attribute_channels";
@@ -67,11 +71,15 @@ impl RelationPlanner for AttributionPlanner {
                 FunctionArg::Unnamed(_) => {
                     return Err(DataFusionError::Plan(format!("{function}(): positional arguments must come before named ones")));
                 }
-                FunctionArg::Named { name: arg_name, arg: FunctionArgExpr::Expr(expr), .. } => {
+                // The simple-query parser gives `Named`, the extended-protocol parser (the
+                // PostgreSQL dialect) `ExprNamed` with an identifier.
+                FunctionArg::Named { name: arg_name, arg: FunctionArgExpr::Expr(expr), .. }
+                | FunctionArg::ExprNamed { name: SqlExpr::Identifier(arg_name), arg: FunctionArgExpr::Expr(expr), .. } => {
                     named_seen = true;
                     let wanted = context.normalize_ident(arg_name.clone());
                     let slot = names.iter().position(|n| *n == wanted).ok_or_else(|| {
-                        DataFusionError::Plan(format!("{function}(): no argument named {wanted}; arguments are {}", names.join(", ")))
+                        let message = format!("{function}(): no argument named {wanted}; arguments are {}", names.join(", "));
+                        DataFusionError::from(SqlError::new(UNDEFINED_FUNCTION, message))
                     })?;
                     (slot, expr)
                 }

@@ -378,7 +378,7 @@ pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usiz
     let ranges: Vec<(Option<&Key>, Option<&Key>)> =
         (0..=keys.len()).map(|i| (i.checked_sub(1).map(|j| &keys[j]), keys.get(i))).collect();
     let next = AtomicUsize::new(0);
-    let states: Mutex<Vec<RangeState<'_>>> = Mutex::new(Vec::new());
+    let states: Mutex<Vec<(usize, RangeState<'_>)>> = Mutex::new(Vec::new());
     let threads = threads.clamp(1, ATTRIBUTION_THREADS_MAX).min(ranges.len());
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
@@ -393,7 +393,7 @@ pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usiz
                             state.flush(tx, false)
                         })?;
                         state.flush(tx, true)?;
-                        states.lock().map_err(|_| DataFusionError::Internal("attribution: a worker panicked".into()))?.push(state);
+                        states.lock().map_err(|_| DataFusionError::Internal("attribution: a worker panicked".into()))?.push((i, state));
                     }
                 })
             })
@@ -402,6 +402,10 @@ pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usiz
     });
     results.into_iter().collect::<Result<Vec<()>>>()?;
     let mut states = states.into_inner().map_err(|_| DataFusionError::Internal("attribution: a worker panicked".into()))?;
+    // Combine in key order, not in the order threads finished: float sums and channel
+    // numbering then come out the same on every run.
+    states.sort_by_key(|(i, _)| *i);
+    let mut states: Vec<RangeState<'_>> = states.into_iter().map(|(_, s)| s).collect();
     let mut last = RangeState::new(params, mode);
     let pending: Vec<Pending> = states.iter_mut().flat_map(|s| std::mem::take(&mut s.pending)).collect();
     if !pending.is_empty() {

@@ -59,30 +59,30 @@ struct Chain {
     /// The channel tuple of each transient state (START: empty).
     states: Vec<Vec<u32>>,
     /// Per transient state: counts to other transient states, to CONV, to NULL.
-    to_state: Vec<HashMap<usize, f64>>,
+    to_state: Vec<HashMap<usize, f64, ahash::RandomState>>,
     to_conv: Vec<f64>,
     to_null: Vec<f64>,
 }
 
 impl Chain {
     fn build(paths: &[Path], order: usize) -> Result<Chain, String> {
-        let mut chain = Chain { states: vec![Vec::new()], to_state: vec![HashMap::new()], to_conv: vec![0.0], to_null: vec![0.0] };
-        let mut index: HashMap<Vec<u32>, usize> = HashMap::new();
+        let mut chain = Chain { states: vec![Vec::new()], to_state: vec![HashMap::default()], to_conv: vec![0.0], to_null: vec![0.0] };
+        let mut index: HashMap<Vec<u32>, usize, ahash::RandomState> = HashMap::default();
         for path in paths.iter().filter(|p| !p.channels.is_empty()) {
             let mut from = 0usize;
             for end in 1..=path.channels.len() {
-                let history = path.channels[end.saturating_sub(order)..end].to_vec();
-                let to = match index.get(&history) {
+                let history = &path.channels[end.saturating_sub(order)..end];
+                let to = match index.get(history) {
                     Some(&s) => s,
                     None => {
                         if chain.states.len() >= MARKOV_STATES_MAX {
                             return Err(format!("the order-{order} chain has over {MARKOV_STATES_MAX} states; use a lower markov_order"));
                         }
-                        chain.states.push(history.clone());
-                        chain.to_state.push(HashMap::new());
+                        chain.states.push(history.to_vec());
+                        chain.to_state.push(HashMap::default());
                         chain.to_conv.push(0.0);
                         chain.to_null.push(0.0);
-                        index.insert(history, chain.states.len() - 1);
+                        index.insert(history.to_vec(), chain.states.len() - 1);
                         chain.states.len() - 1
                     }
                 };
