@@ -357,18 +357,28 @@ impl JoinSpec {
 pub fn runs<'s>(snapshot: &'s TableSnapshot, spec: &JoinSpec) -> Result<Vec<Run<'s>>> {
     let mut runs: Vec<Run<'s>> = snapshot.segments.iter().map(|s| Run::Segment(s.as_ref())).collect();
     if !snapshot.memtable.is_empty() {
-        let batches: Vec<&Batch> = snapshot.memtable.iter().map(|b| b.as_ref()).collect();
-        let all = Batch::concat(&snapshot.schema, &batches);
-        let sorted = lookback_storage::sort::sort_batch(&snapshot.schema, &all);
-        let columns = sorted.into_columns();
-        let read: Vec<BlockColumnOrColumn<'s>> = spec
-            .read_list()
-            .into_iter()
-            .map(|c| BlockColumnOrColumn::Column(columns[c].clone()))
-            .collect();
-        runs.push(Run::Memory(Arc::new(Chunk::new(read, spec)?)));
+        runs.push(Run::Memory(Arc::new(memtable_run(snapshot, spec)?)));
     }
     Ok(runs)
+}
+
+/// The memtable batches as one sorted chunk of only the columns the join reads (the read list
+/// starts with the sort key, app_id, device_id, ts), so a busy memtable costs a sort of its
+/// keys and a gather of a few columns, not of whole rows.
+fn memtable_run<'s>(snapshot: &'s TableSnapshot, spec: &JoinSpec) -> Result<Chunk<'s>> {
+    let read = spec.read_list();
+    let defs = read.iter().map(|&c| snapshot.schema.columns[c].clone()).collect();
+    let internal = |e: String| DataFusionError::Internal(format!("attribution: memtable columns: {e}"));
+    let projected = Schema::new(&snapshot.schema.name, defs, vec![0, 1, 2], Vec::new()).map_err(|e| internal(e.to_string()))?;
+    let parts: Vec<Batch> = snapshot
+        .memtable
+        .iter()
+        .map(|b| Batch::try_new(&projected, read.iter().map(|&c| b.column(c).clone()).collect()).map_err(internal))
+        .collect::<Result<_>>()?;
+    let all = Batch::concat(&projected, &parts.iter().collect::<Vec<&Batch>>());
+    let sorted = lookback_storage::sort::sort_batch(&projected, &all);
+    let columns = sorted.into_columns().into_iter().map(BlockColumnOrColumn::Column).collect();
+    Chunk::new(columns, spec)
 }
 
 /// Keys that cut the key space into at most `ranges` ranges: the first keys of evenly spaced
@@ -455,7 +465,9 @@ impl<'s, 'r> Cursor<'s, 'r> {
         cursor.load(spec)?;
         if let Some(lower) = lower {
             while let Some(chunk) = cursor.chunk.clone() {
-                let skip = (cursor.pos..chunk.rows).find(|&r| chunk.key(r) >= lower.as_ref()).unwrap_or(chunk.rows);
+                // Rows are in key order: binary search.
+                let below = (cursor.pos..chunk.rows).collect::<Vec<usize>>().partition_point(|&r| chunk.key(r) < lower.as_ref());
+                let skip = cursor.pos + below;
                 cursor.pos = skip;
                 if skip < chunk.rows {
                     break;
@@ -506,8 +518,17 @@ impl<'s, 'r> Cursor<'s, 'r> {
             let Some(chunk) = self.chunk.clone() else { return Ok(()) };
             let pin = journey.pins.len() as u32;
             let mut end = self.pos;
-            while end < chunk.rows && same_journey(&first, first_row, &chunk, end) {
-                end += 1;
+            if Arc::ptr_eq(&first, &chunk) && chunk.app.distinct && chunk.device.distinct {
+                // Codes of distinct-entry dictionaries: equal codes, equal text.
+                let (app, device) = (chunk.app.codes[first_row], chunk.device.codes[first_row]);
+                let (apps, devices) = (&chunk.app.codes[..chunk.rows], &chunk.device.codes[..chunk.rows]);
+                while end < chunk.rows && apps[end] == app && devices[end] == device {
+                    end += 1;
+                }
+            } else {
+                while end < chunk.rows && same_journey(&first, first_row, &chunk, end) {
+                    end += 1;
+                }
             }
             let flagged = (self.pos..end).filter(|&r| chunk.flags[r] != 0);
             let mut any = false;

@@ -86,18 +86,27 @@ struct Remaining {
 /// Channel ids of one range (interned channel text; None is the NULL channel).
 #[derive(Default)]
 struct Channels {
-    ids: HashMap<Option<Vec<u8>>, u32>,
+    /// Ids of non-NULL channels, looked up by the text without copying it.
+    ids: HashMap<Vec<u8>, u32, ahash::RandomState>,
+    null: Option<u32>,
     names: Vec<Option<Vec<u8>>>,
 }
 
 impl Channels {
     fn id(&mut self, channel: Option<&[u8]>) -> u32 {
-        if let Some(&id) = self.ids.get(&channel.map(<[u8]>::to_vec)) {
+        let known = match channel {
+            Some(text) => self.ids.get(text).copied(),
+            None => self.null,
+        };
+        if let Some(id) = known {
             return id;
         }
         let id = self.names.len() as u32;
         self.names.push(channel.map(<[u8]>::to_vec));
-        self.ids.insert(channel.map(<[u8]>::to_vec), id);
+        match channel {
+            Some(text) => drop(self.ids.insert(text.to_vec(), id)),
+            None => self.null = Some(id),
+        }
         id
     }
 }
@@ -106,8 +115,8 @@ impl Channels {
 struct RangeState<'p> {
     params: &'p Params,
     out: Option<OutputBuilder>,
-    /// Rule models in channel mode: (credit, revenue) per channel.
-    sums: HashMap<Option<Vec<u8>>, (f64, f64)>,
+    /// Rule models in channel mode: (credit, revenue) per channel id of `channels`.
+    sums: Vec<(f64, f64)>,
     organic: (f64, f64),
     attributed: (f64, f64),
     channels: Channels,
@@ -154,7 +163,7 @@ impl<'p> RangeState<'p> {
                 Mode::Rows { projection } => Some(OutputBuilder::new(projection)),
                 Mode::Channels => None,
             },
-            sums: HashMap::new(),
+            sums: Vec::new(),
             organic: (0.0, 0.0),
             attributed: (0.0, 0.0),
             channels: Channels::default(),
@@ -307,7 +316,11 @@ impl<'p> RangeState<'p> {
                     })
                 }
                 None => {
-                    let sum = self.sums.entry(touch.channel.map(<[u8]>::to_vec)).or_insert((0.0, 0.0));
+                    let id = self.channels.id(touch.channel) as usize;
+                    if self.sums.len() <= id {
+                        self.sums.resize(id + 1, (0.0, 0.0));
+                    }
+                    let sum = &mut self.sums[id];
                     sum.0 += credit;
                     sum.1 += revenue;
                 }
@@ -491,8 +504,8 @@ fn channel_rows(params: &Params, states: Vec<RangeState<'_>>) -> Result<Vec<Chan
     match params.model {
         ModelChoice::Rule(_) => {
             for state in &states {
-                for (channel, sum) in &state.sums {
-                    let total = totals.entry(channel.clone()).or_insert((0.0, 0.0));
+                for (id, sum) in state.sums.iter().enumerate() {
+                    let total = totals.entry(state.channels.names[id].clone()).or_insert((0.0, 0.0));
                     total.0 += sum.0;
                     total.1 += sum.1;
                 }
