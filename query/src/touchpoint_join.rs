@@ -457,10 +457,17 @@ struct Cursor<'s, 'r> {
 }
 
 impl<'s, 'r> Cursor<'s, 'r> {
-    fn start(run: &'r Run<'s>, lower: Option<&Key>, spec: &JoinSpec) -> Result<Cursor<'s, 'r>> {
+    fn start(run: &'r Run<'s>, lower: Option<&Key>, upper: Option<&Key>, spec: &JoinSpec) -> Result<Cursor<'s, 'r>> {
         let mut cursor = Cursor { run, next_block: 0, chunk: None, pos: 0 };
         if let (Run::Segment(segment), Some(lower)) = (run, lower) {
             cursor.next_block = (0..segment.block_count()).collect::<Vec<_>>().partition_point(|&b| block_below(segment, b, spec, lower));
+            // Nothing of the range in this run (a point lookup of a device it lacks): no read.
+            let past = cursor.next_block >= segment.block_count()
+                || upper.is_some_and(|u| block_at_or_above(segment, cursor.next_block, spec, u));
+            if past {
+                cursor.next_block = segment.block_count();
+                return Ok(cursor);
+            }
         }
         cursor.load(spec)?;
         if let Some(lower) = lower {
@@ -555,6 +562,30 @@ fn same_journey(a: &Chunk<'_>, ar: usize, b: &Chunk<'_>, br: usize) -> bool {
     a.key(ar) == b.key(br)
 }
 
+/// Whether every row of `block` is at or above `upper`, from its zone maps (false when unsure).
+fn block_at_or_above(segment: &Segment, block: usize, spec: &JoinSpec, upper: &Key) -> bool {
+    let text = |v: &Option<Value>| match v {
+        Some(Value::Text(s)) => Some(s.as_bytes().to_vec()),
+        _ => None,
+    };
+    let app = segment.zone_map(block, spec.columns.app_id);
+    let (Some(app_min), Some(app_max)) = (text(&app.min), text(&app.max)) else { return false };
+    match app_min.as_slice().cmp(&upper.app) {
+        Ordering::Greater => true,
+        Ordering::Less => false,
+        Ordering::Equal if app_min != app_max => false,
+        Ordering::Equal => {
+            let device = segment.zone_map(block, spec.columns.device_id);
+            match (&upper.device, text(&device.min)) {
+                // Null devices sort first: they are below any non-null upper bound.
+                (Some(bound), Some(min)) => device.null_count == 0 && min >= *bound,
+                (None, _) => true,
+                (Some(_), None) => false,
+            }
+        }
+    }
+}
+
 /// Whether every row of `block` is below `lower`, from its zone maps (false when unsure).
 fn block_below(segment: &Segment, block: usize, spec: &JoinSpec, lower: &Key) -> bool {
     let text = |v: &Option<Value>| match v {
@@ -593,7 +624,7 @@ pub fn for_each_journey<'s>(
         (Some(l), Some(a)) => Some(l.max(a)),
         (l, a) => l.or(a),
     };
-    let mut cursors: Vec<Cursor<'s, '_>> = runs.iter().map(|r| Cursor::start(r, lower, spec)).collect::<Result<_>>()?;
+    let mut cursors: Vec<Cursor<'s, '_>> = runs.iter().map(|r| Cursor::start(r, lower, upper, spec)).collect::<Result<_>>()?;
     // Runs with nothing in the range (compaction writes segments of disjoint key ranges, so
     // most ranges lie in one segment) leave the merge at once.
     cursors.retain(|c| c.key_ref().is_some_and(|k| upper.is_none_or(|u| k < u.as_ref())));
@@ -634,5 +665,131 @@ pub fn for_each_journey<'s>(
 fn sort_rows(rows: &mut [JourneyRow]) {
     if rows.windows(2).any(|w| (w[0].ts, w[0].id) > (w[1].ts, w[1].id)) {
         rows.sort_unstable_by(|a, b| (a.ts, a.id).cmp(&(b.ts, b.id)));
+    }
+}
+
+/// Point lookups a narrow attribution takes at most before it merges whole key ranges instead.
+pub const POINT_LOOKUPS_MAX: usize = 64;
+/// Segment time indexes kept in memory at most (each is 12 bytes per conversion row).
+const TIME_INDEXES_MAX: usize = 512;
+
+/// A segment's rows of one event type as (ts, row), sorted: built on first use from the
+/// event-type bitmap and the ts column, then kept (segments are immutable), so a query narrowed
+/// to a time range finds its conversions with two binary searches.
+type TimeIndex = Arc<Vec<(i64, u32)>>;
+
+fn time_indexes() -> &'static std::sync::Mutex<std::collections::HashMap<(std::path::PathBuf, String), TimeIndex>> {
+    static INDEXES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<(std::path::PathBuf, String), TimeIndex>>> =
+        std::sync::OnceLock::new();
+    INDEXES.get_or_init(Default::default)
+}
+
+fn time_index(segment: &Segment, columns: &JoinColumns, event_type: &str) -> Result<TimeIndex> {
+    let key = (segment.path().to_path_buf(), event_type.to_string());
+    let poisoned = || DataFusionError::Internal("attribution: time index lock poisoned".into());
+    if let Some(found) = time_indexes().lock().map_err(|_| poisoned())?.get(&key) {
+        return Ok(found.clone());
+    }
+    let storage = |e: lookback_storage::StorageError| DataFusionError::from(storage_error(e.into()));
+    let rows: Vec<u32> = match segment.bitmap(columns.event_type, event_type).map_err(storage)? {
+        Some(bitmap) => bitmap.iter().collect(),
+        None => return Err(DataFusionError::Internal("attribution: events segments index event_type".into())),
+    };
+    let mut index: Vec<(i64, u32)> = Vec::with_capacity(rows.len());
+    let mut at = 0;
+    for block in 0..segment.block_count() {
+        let (first, count) = (segment.block_first_row(block), segment.block_rows(block) as u64);
+        let end = rows[at..].partition_point(|&r| (r as u64) < first + count) + at;
+        if end > at {
+            let read = segment.read_block_coded(block, &[columns.ts]).map_err(storage)?;
+            let ts = BlockColumnOrColumn::Block(read.into_iter().next().ok_or_else(|| DataFusionError::Internal("ts missing".into()))?)
+                .timestamps()?;
+            for &row in &rows[at..end] {
+                let local = (row as u64 - first) as usize;
+                let value = *ts.get(local).ok_or_else(|| DataFusionError::Internal("attribution: bitmap row past its block".into()))?;
+                index.push((value, row));
+            }
+        }
+        at = end;
+    }
+    index.sort_unstable();
+    let index = Arc::new(index);
+    let mut cache = time_indexes().lock().map_err(|_| poisoned())?;
+    if cache.len() >= TIME_INDEXES_MAX {
+        cache.clear();
+    }
+    cache.insert(key, index.clone());
+    Ok(index)
+}
+
+/// The journey keys of the conversions with `since <= ts < until` (in `spec.app` when set),
+/// sorted, when there are at most [`POINT_LOOKUPS_MAX`]; `None` when there are more.
+pub fn conversion_keys(snapshot: &TableSnapshot, spec: &JoinSpec, since: i64, until: i64) -> Result<Option<Vec<Key>>> {
+    let c = &spec.columns;
+    let storage = |e: lookback_storage::StorageError| DataFusionError::from(storage_error(e.into()));
+    let mut keys: Vec<Key> = Vec::new();
+    let wanted = |key: &Key| spec.app.as_ref().is_none_or(|a| *a == key.app);
+    for segment in &snapshot.segments {
+        let mut rows: Vec<u32> = Vec::new();
+        for ty in &spec.conversions.0 {
+            let index = time_index(segment, c, ty)?;
+            let from = index.partition_point(|&(ts, _)| ts < since);
+            let to = index.partition_point(|&(ts, _)| ts < until);
+            rows.extend(index[from..to].iter().map(|&(_, row)| row));
+            if rows.len() > POINT_LOOKUPS_MAX * 4 {
+                return Ok(None);
+            }
+        }
+        rows.sort_unstable();
+        let first_rows: Vec<u64> = (0..segment.block_count()).map(|b| segment.block_first_row(b)).collect();
+        let mut loaded: Option<(usize, TextColumn<'_>, TextColumn<'_>)> = None;
+        for row in rows {
+            let block = first_rows.partition_point(|&f| f <= row as u64).saturating_sub(1);
+            if loaded.as_ref().is_none_or(|(b, _, _)| *b != block) {
+                let read = segment.read_block_coded(block, &[c.app_id, c.device_id]).map_err(storage)?;
+                let mut it = read.into_iter();
+                let (Some(app), Some(device)) = (it.next(), it.next()) else {
+                    return Err(DataFusionError::Internal("attribution: key columns missing".into()));
+                };
+                loaded = Some((block, TextColumn::from_block(app)?, TextColumn::from_block(device)?));
+            }
+            if let Some((_, app, device)) = &loaded {
+                let local = (row as u64 - first_rows[block]) as usize;
+                let key = Key { app: app.get(local).unwrap_or_default().to_vec(), device: device.get(local).map(<[u8]>::to_vec) };
+                if wanted(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+    }
+    for batch in &snapshot.memtable {
+        let (ty, ts, app, device) = (batch.column(c.event_type), batch.column(c.ts), batch.column(c.app_id), batch.column(c.device_id));
+        let ColumnValues::Timestamp(times) = &ts.values else {
+            return Err(DataFusionError::Internal("attribution: ts is not a timestamp".into()));
+        };
+        for (row, &t) in times.iter().enumerate() {
+            if t < since || t >= until || !ty.text(row).is_some_and(|v| spec.conversions.0.iter().any(|c| c == v)) {
+                continue;
+            }
+            let key = Key { app: app.text(row).unwrap_or_default().as_bytes().to_vec(), device: device.text(row).map(|d| d.as_bytes().to_vec()) };
+            if wanted(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    Ok((keys.len() <= POINT_LOOKUPS_MAX).then_some(keys))
+}
+
+/// The smallest key above `key` (an exclusive upper bound that admits only `key`).
+pub fn key_successor(key: &Key) -> Key {
+    match &key.device {
+        None => Key { app: key.app.clone(), device: Some(Vec::new()) },
+        Some(device) => {
+            let mut next = device.clone();
+            next.push(0);
+            Key { app: key.app.clone(), device: Some(next) }
+        }
     }
 }

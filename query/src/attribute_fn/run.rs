@@ -15,7 +15,7 @@ use super::output::{self, ChannelRow, OutputBuilder, BATCH_ROWS};
 use crate::attribution::rules::{self, Touch, TouchKind};
 use crate::attribution::{markov, shapley, Path, ORGANIC};
 use crate::touchpoint_join::{
-    for_each_journey, runs, split_keys, Conversions, Journey, JoinColumns, JoinSpec, Key, FLAG_CLICK, FLAG_CONVERSION,
+    conversion_keys, for_each_journey, key_successor, runs, split_keys, Conversions, Journey, JoinColumns, JoinSpec, Key, FLAG_CLICK, FLAG_CONVERSION,
     FLAG_IMPRESSION, JOIN_RANGES_MAX,
 };
 use datafusion::arrow::record_batch::RecordBatch;
@@ -386,10 +386,22 @@ pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usiz
         revenue: wants(output::REVENUE),
         app: params.app.as_ref().map(|a| a.as_bytes().to_vec()),
     };
+    // A narrow time range of a rule model visits only the journeys of its conversions (point
+    // lookups); anything wider, and Markov and Shapley (which need every device's remaining
+    // touchpoints), merge whole key ranges.
+    let points = match (params.model, params.since_us, params.until_us) {
+        (ModelChoice::Rule(_), Some(since), Some(until)) => conversion_keys(snapshot, &spec, since, until)?,
+        _ => None,
+    };
     let runs = runs(snapshot, &spec)?;
-    let keys = split_keys(&runs, &spec, JOIN_RANGES_MAX)?;
-    let ranges: Vec<(Option<&Key>, Option<&Key>)> =
-        (0..=keys.len()).map(|i| (i.checked_sub(1).map(|j| &keys[j]), keys.get(i))).collect();
+    let bounds: Vec<(Option<Key>, Option<Key>)> = match points {
+        Some(keys) => keys.into_iter().map(|k| (Some(key_successor(&k)), Some(k))).map(|(u, l)| (l, u)).collect(),
+        None => {
+            let keys = split_keys(&runs, &spec, JOIN_RANGES_MAX)?;
+            (0..=keys.len()).map(|i| (i.checked_sub(1).map(|j| keys[j].clone()), keys.get(i).cloned())).collect()
+        }
+    };
+    let ranges: Vec<(Option<&Key>, Option<&Key>)> = bounds.iter().map(|(l, u)| (l.as_ref(), u.as_ref())).collect();
     let next = AtomicUsize::new(0);
     let states: Mutex<Vec<(usize, RangeState<'_>)>> = Mutex::new(Vec::new());
     let threads = threads.clamp(1, ATTRIBUTION_THREADS_MAX).min(ranges.len());
