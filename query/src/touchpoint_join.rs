@@ -562,12 +562,17 @@ fn same_journey(a: &Chunk<'_>, ar: usize, b: &Chunk<'_>, br: usize) -> bool {
     a.key(ar) == b.key(br)
 }
 
-/// Whether every row of `block` is at or above `upper`, from its zone maps (false when unsure).
-fn block_at_or_above(segment: &Segment, block: usize, spec: &JoinSpec, upper: &Key) -> bool {
-    let text = |v: &Option<Value>| match v {
+/// A text zone-map bound's bytes (None: no bound, e.g. too long to store).
+fn zone_text(bound: &Option<Value>) -> Option<Vec<u8>> {
+    match bound {
         Some(Value::Text(s)) => Some(s.as_bytes().to_vec()),
         _ => None,
-    };
+    }
+}
+
+/// Whether every row of `block` is at or above `upper`, from its zone maps (false when unsure).
+fn block_at_or_above(segment: &Segment, block: usize, spec: &JoinSpec, upper: &Key) -> bool {
+    let text = zone_text;
     let app = segment.zone_map(block, spec.columns.app_id);
     let (Some(app_min), Some(app_max)) = (text(&app.min), text(&app.max)) else { return false };
     match app_min.as_slice().cmp(&upper.app) {
@@ -588,10 +593,7 @@ fn block_at_or_above(segment: &Segment, block: usize, spec: &JoinSpec, upper: &K
 
 /// Whether every row of `block` is below `lower`, from its zone maps (false when unsure).
 fn block_below(segment: &Segment, block: usize, spec: &JoinSpec, lower: &Key) -> bool {
-    let text = |v: &Option<Value>| match v {
-        Some(Value::Text(s)) => Some(s.as_bytes().to_vec()),
-        _ => None,
-    };
+    let text = zone_text;
     let app = segment.zone_map(block, spec.columns.app_id);
     let (Some(app_min), Some(app_max)) = (text(&app.min), text(&app.max)) else { return false };
     match app_max.as_slice().cmp(&lower.app) {

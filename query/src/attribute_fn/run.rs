@@ -42,6 +42,26 @@ struct Conversion<'a> {
     revenue: f64,
 }
 
+impl Conversion<'_> {
+    /// The output row of this conversion credited to `touch` (None: organic).
+    fn row<'r>(&'r self, touch: Option<&'r TouchInfo<'r>>, match_type: &'static str, confidence: Option<f64>, credit: f64) -> output::Row<'r> {
+        output::Row {
+            app: self.app,
+            conversion_id: self.id,
+            conversion_time: self.ts,
+            conversion_type: self.ty,
+            device: self.device,
+            touch: touch.map(|t| (t.id, t.ts, kind_name(t.kind))),
+            channel: touch.map_or(Some(ORGANIC.as_bytes()), |t| t.channel),
+            campaign: touch.and_then(|t| t.campaign),
+            match_type,
+            confidence,
+            credit,
+            revenue: credit * self.revenue,
+        }
+    }
+}
+
 /// One touchpoint as the credit step needs it.
 struct TouchInfo<'a> {
     id: [u8; 16],
@@ -297,23 +317,11 @@ impl<'p> RangeState<'p> {
                             rules::fingerprint_confidence(conversion.ts - touch.ts, self.params.probabilistic_window_us)
                         }
                     };
-                    out.push(&super::output::Row {
-                        app: conversion.app,
-                        conversion_id: conversion.id,
-                        conversion_time: conversion.ts,
-                        conversion_type: conversion.ty,
-                        device: conversion.device,
-                        touch: Some((touch.id, touch.ts, kind_name(touch.kind))),
-                        channel: touch.channel,
-                        campaign: touch.campaign,
-                        match_type: match how {
-                            Match::Device => "device",
-                            Match::Fingerprint => "fingerprint",
-                        },
-                        confidence: Some(confidence),
-                        credit,
-                        revenue,
-                    })
+                    let match_type = match how {
+                        Match::Device => "device",
+                        Match::Fingerprint => "fingerprint",
+                    };
+                    out.push(&conversion.row(Some(touch), match_type, Some(confidence), credit));
                 }
                 None => {
                     let id = self.channels.id(touch.channel) as usize;
@@ -332,20 +340,7 @@ impl<'p> RangeState<'p> {
         self.organic.0 += 1.0;
         self.organic.1 += conversion.revenue;
         if let Some(out) = self.out.as_mut() {
-            out.push(&super::output::Row {
-                app: conversion.app,
-                conversion_id: conversion.id,
-                conversion_time: conversion.ts,
-                conversion_type: conversion.ty,
-                device: conversion.device,
-                touch: None,
-                channel: Some(ORGANIC.as_bytes()),
-                campaign: None,
-                match_type: ORGANIC,
-                confidence: None,
-                credit: 1.0,
-                revenue: conversion.revenue,
-            });
+            out.push(&conversion.row(None, ORGANIC, None, 1.0));
         }
     }
 
