@@ -61,8 +61,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_compare import LookbackServer, StepError, require_file, run_checked, run_ingest  # noqa: E402
-from sql_compare import percentile, summarize  # noqa: E402
+from ingest_compare import LookbackServer, StepError, require_file, run_ingest  # noqa: E402
+from sql_compare import duckdb_connect, gen_csv, percentile, summarize  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DUCKDB_SQL = Path(__file__).resolve().parent / "attribution_duckdb.sql"
@@ -388,10 +388,8 @@ def bench_duckdb(args, workdir: Path, sample: list) -> tuple[dict, dict, dict]:
         csv_path = args.csv.resolve()
     else:
         csv_path = workdir / "events.csv"
-        run_checked("gen csv", [str(args.bench_bin), "gen", "--events", str(args.events), "--seed", str(args.seed),
-                                "--batch", str(args.batch), "--format", "csv", "--out", str(csv_path)])
-    con = duckdb.connect()
-    con.execute(f"SET threads = {os.cpu_count()}")
+        gen_csv(args, csv_path)
+    con = duckdb_connect()
     started = time.monotonic()
     # event_id stays text (the canonical lower-case UUID: its order is the order of the bytes).
     con.execute(f"CREATE TABLE events AS SELECT * FROM read_csv('{csv_path}', header = true, "

@@ -138,14 +138,25 @@ def freshness(conn, samples: int) -> dict:
     return result
 
 
-def bench_duckdb(args, workdir: Path) -> tuple[dict, dict]:
-    import duckdb
-
-    csv_path = workdir / "events.csv"
+def gen_csv(args, csv_path: Path) -> None:
+    """The benchmark's events as CSV (`lookback-bench gen`, the same events the server gets)."""
     run_checked("gen csv", [str(args.bench_bin), "gen", "--events", str(args.events), "--seed", str(args.seed),
                             "--batch", str(args.batch), "--format", "csv", "--out", str(csv_path)])
+
+
+def duckdb_connect():
+    """An in-process DuckDB using every core of the machine."""
+    import duckdb
+
     con = duckdb.connect()
     con.execute(f"SET threads = {os.cpu_count()}")
+    return con
+
+
+def bench_duckdb(args, workdir: Path) -> tuple[dict, dict]:
+    csv_path = workdir / "events.csv"
+    gen_csv(args, csv_path)
+    con = duckdb_connect()
     started = time.monotonic()
     con.execute(f"CREATE TABLE events AS SELECT * FROM read_csv('{csv_path}', header = true)")
     log(f"duckdb loaded in {time.monotonic() - started:.1f} s")
@@ -160,6 +171,8 @@ def bench_duckdb(args, workdir: Path) -> tuple[dict, dict]:
         return con.execute(sql).fetchall()
 
     results, answers = time_queries(run, rows, args.warmup, args.repetitions)
+    import duckdb
+
     results["version"] = duckdb.__version__
     return results, answers
 

@@ -570,11 +570,16 @@ fn zone_text(bound: &Option<Value>) -> Option<Vec<u8>> {
     }
 }
 
+/// The app_id zone-map bounds (min, max) of `block`, when both are stored.
+fn app_bounds(segment: &Segment, block: usize, spec: &JoinSpec) -> Option<(Vec<u8>, Vec<u8>)> {
+    let app = segment.zone_map(block, spec.columns.app_id);
+    zone_text(&app.min).zip(zone_text(&app.max))
+}
+
 /// Whether every row of `block` is at or above `upper`, from its zone maps (false when unsure).
 fn block_at_or_above(segment: &Segment, block: usize, spec: &JoinSpec, upper: &Key) -> bool {
     let text = zone_text;
-    let app = segment.zone_map(block, spec.columns.app_id);
-    let (Some(app_min), Some(app_max)) = (text(&app.min), text(&app.max)) else { return false };
+    let Some((app_min, app_max)) = app_bounds(segment, block, spec) else { return false };
     match app_min.as_slice().cmp(&upper.app) {
         Ordering::Greater => true,
         Ordering::Less => false,
@@ -594,8 +599,7 @@ fn block_at_or_above(segment: &Segment, block: usize, spec: &JoinSpec, upper: &K
 /// Whether every row of `block` is below `lower`, from its zone maps (false when unsure).
 fn block_below(segment: &Segment, block: usize, spec: &JoinSpec, lower: &Key) -> bool {
     let text = zone_text;
-    let app = segment.zone_map(block, spec.columns.app_id);
-    let (Some(app_min), Some(app_max)) = (text(&app.min), text(&app.max)) else { return false };
+    let Some((app_min, app_max)) = app_bounds(segment, block, spec) else { return false };
     match app_max.as_slice().cmp(&lower.app) {
         Ordering::Less => true,
         Ordering::Greater => false,

@@ -82,9 +82,9 @@ pub struct OutputBuilder {
 }
 
 impl OutputBuilder {
-    pub fn new(projection: &[usize]) -> OutputBuilder {
+    pub fn new(projection: &[usize]) -> Result<OutputBuilder> {
         let full = attribute_schema();
-        let schema = Arc::new(full.project(projection).expect("projection within the attribute schema"));
+        let schema = Arc::new(full.project(projection)?);
         let builders = projection
             .iter()
             .map(|&c| {
@@ -97,7 +97,7 @@ impl OutputBuilder {
                 (c, builder)
             })
             .collect();
-        OutputBuilder { schema, builders, rows: 0 }
+        Ok(OutputBuilder { schema, builders, rows: 0 })
     }
 
     pub fn rows(&self) -> usize {

@@ -176,11 +176,11 @@ impl TouchLists {
 }
 
 impl<'p> RangeState<'p> {
-    fn new(params: &'p Params, mode: &Mode) -> RangeState<'p> {
-        RangeState {
+    fn new(params: &'p Params, mode: &Mode) -> Result<RangeState<'p>> {
+        Ok(RangeState {
             params,
             out: match mode {
-                Mode::Rows { projection } => Some(OutputBuilder::new(projection)),
+                Mode::Rows { projection } => Some(OutputBuilder::new(projection)?),
                 Mode::Channels => None,
             },
             sums: Vec::new(),
@@ -192,7 +192,7 @@ impl<'p> RangeState<'p> {
             pending: Vec::new(),
             fingerprint_used: HashSet::new(),
             lists: TouchLists::default(),
-        }
+        })
     }
 
     fn paths_wanted(&self) -> bool {
@@ -407,7 +407,7 @@ pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usiz
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&(lower, upper)) = ranges.get(i) else { return Ok(()) };
-                        let mut state = RangeState::new(params, mode);
+                        let mut state = RangeState::new(params, mode)?;
                         for_each_journey(&runs, &spec, lower, upper, |journey| {
                             state.journey(journey);
                             state.flush(tx, false)
@@ -426,7 +426,7 @@ pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usiz
     // numbering then come out the same on every run.
     states.sort_by_key(|(i, _)| *i);
     let mut states: Vec<RangeState<'_>> = states.into_iter().map(|(_, s)| s).collect();
-    let mut last = RangeState::new(params, mode);
+    let mut last = RangeState::new(params, mode)?;
     let pending: Vec<Pending> = states.iter_mut().flat_map(|s| std::mem::take(&mut s.pending)).collect();
     if !pending.is_empty() {
         fingerprint_pass(&runs, &spec, pending, &mut last)?;
