@@ -460,7 +460,7 @@ impl<'s, 'r> Cursor<'s, 'r> {
     fn start(run: &'r Run<'s>, lower: Option<&Key>, upper: Option<&Key>, spec: &JoinSpec) -> Result<Cursor<'s, 'r>> {
         let mut cursor = Cursor { run, next_block: 0, chunk: None, pos: 0 };
         if let (Run::Segment(segment), Some(lower)) = (run, lower) {
-            cursor.next_block = (0..segment.block_count()).collect::<Vec<_>>().partition_point(|&b| block_below(segment, b, spec, lower));
+            cursor.next_block = first_not(0..segment.block_count(), |b| block_below(segment, b, spec, lower));
             // Nothing of the range in this run (a point lookup of a device it lacks): no read.
             let past = cursor.next_block >= segment.block_count()
                 || upper.is_some_and(|u| block_at_or_above(segment, cursor.next_block, spec, u));
@@ -473,8 +473,7 @@ impl<'s, 'r> Cursor<'s, 'r> {
         if let Some(lower) = lower {
             while let Some(chunk) = cursor.chunk.clone() {
                 // Rows are in key order: binary search.
-                let below = (cursor.pos..chunk.rows).collect::<Vec<usize>>().partition_point(|&r| chunk.key(r) < lower.as_ref());
-                let skip = cursor.pos + below;
+                let skip = first_not(cursor.pos..chunk.rows, |r| chunk.key(r) < lower.as_ref());
                 cursor.pos = skip;
                 if skip < chunk.rows {
                     break;
@@ -553,6 +552,21 @@ impl<'s, 'r> Cursor<'s, 'r> {
             self.load(spec)?;
         }
     }
+}
+
+/// The first index of `range` where `below` is false (`range.end` if none); `below` must be
+/// true for a prefix of the range and false after it.
+fn first_not(range: std::ops::Range<usize>, below: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (range.start, range.end);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if below(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 fn same_journey(a: &Chunk<'_>, ar: usize, b: &Chunk<'_>, br: usize) -> bool {

@@ -3,13 +3,13 @@
 
 mod segment_util;
 
-use lookback_common::{Batch, Faults};
+use lookback_common::{Batch, Faults, Schema};
 use lookback_storage::segment::{write_segment, Segment, SegmentInfo, SegmentWriteOptions, SEGMENT_FORMAT_VERSION};
 use lookback_storage::sort::sort_batch;
 use lookback_storage::StorageError;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use segment_util::{assert_batches_equal, mixed_schema, random_batch};
+use segment_util::{assert_batches_equal, events_batch, mixed_schema, random_batch};
 use std::path::Path;
 
 /// Opens, reads every row and every bitmap: the whole surface a reader can touch.
@@ -21,13 +21,31 @@ fn read_everything(path: &Path) -> Result<Batch, StorageError> {
             segment.bitmap(c, &value)?;
         }
     }
+    segment.fingerprint_index()?;
     Ok(batch)
 }
 
+/// The segments every test damages: a mixed-type table, and the events table (which has a
+/// fingerprint index).
+const KINDS: [Kind; 2] = [Kind::Mixed, Kind::Events];
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Mixed,
+    Events,
+}
+
 fn small_segment(dir: &Path) -> (Vec<u8>, Batch) {
+    small_segment_of(dir, Kind::Mixed)
+}
+
+fn small_segment_of(dir: &Path, kind: Kind) -> (Vec<u8>, Batch) {
     let mut rng = SmallRng::seed_from_u64(11);
-    let schema = mixed_schema();
-    let sorted = sort_batch(&schema, &random_batch(&mut rng, 120, 0.2));
+    let (schema, batch) = match kind {
+        Kind::Mixed => (mixed_schema(), random_batch(&mut rng, 120, 0.2)),
+        Kind::Events => (Schema::events(), events_batch(&mut rng, 120)),
+    };
+    let sorted = sort_batch(&schema, &batch);
     let path = dir.join("orig.seg");
     let options = SegmentWriteOptions { block_rows: 50, ..SegmentWriteOptions::default() };
     let info = SegmentInfo { segment_id: 1, min_lsn: 1, max_lsn: 2 };
@@ -46,26 +64,30 @@ fn expect_corrupt(path: &Path, what: &str) {
 
 #[test]
 fn segment_every_flipped_byte_is_detected() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (bytes, _) = small_segment(dir.path());
-    let path = dir.path().join("flipped.seg");
-    let mut rng = SmallRng::seed_from_u64(12);
-    for pos in 0..bytes.len() {
-        let mut copy = bytes.clone();
-        copy[pos] ^= 1 << rng.gen_range(0..8);
-        std::fs::write(&path, &copy).expect("write copy");
-        expect_corrupt(&path, &format!("bit flip at {pos} of {}", bytes.len()));
+    for kind in KINDS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (bytes, _) = small_segment_of(dir.path(), kind);
+        let path = dir.path().join("flipped.seg");
+        let mut rng = SmallRng::seed_from_u64(12);
+        for pos in 0..bytes.len() {
+            let mut copy = bytes.clone();
+            copy[pos] ^= 1 << rng.gen_range(0..8);
+            std::fs::write(&path, &copy).expect("write copy");
+            expect_corrupt(&path, &format!("{kind:?}: bit flip at {pos} of {}", bytes.len()));
+        }
     }
 }
 
 #[test]
 fn segment_every_truncation_is_detected() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (bytes, _) = small_segment(dir.path());
-    let path = dir.path().join("short.seg");
-    for len in 0..bytes.len() {
-        std::fs::write(&path, &bytes[..len]).expect("write copy");
-        expect_corrupt(&path, &format!("truncated to {len} of {}", bytes.len()));
+    for kind in KINDS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (bytes, _) = small_segment_of(dir.path(), kind);
+        let path = dir.path().join("short.seg");
+        for len in 0..bytes.len() {
+            std::fs::write(&path, &bytes[..len]).expect("write copy");
+            expect_corrupt(&path, &format!("{kind:?}: truncated to {len} of {}", bytes.len()));
+        }
     }
 }
 
@@ -101,5 +123,6 @@ fn segment_unknown_version_is_refused_clearly() {
     let path = dir.path().join("future.seg");
     std::fs::write(&path, &bytes).expect("write");
     let err = Segment::open(&path).expect_err("future version");
-    assert!(err.to_string().contains("version 2 is not supported"), "{err}");
+    let expected = format!("version {} is not supported", SEGMENT_FORMAT_VERSION + 1);
+    assert!(err.to_string().contains(&expected), "{err}");
 }

@@ -19,8 +19,10 @@ const EVENTS: usize = 1_000_000;
 const BATCH_ROWS: usize = 10_000;
 /// ClickHouse's bytes/event on the same 1M events (see the module docs).
 const CLICKHOUSE_BYTES_PER_EVENT: f64 = 37.2;
-/// What this build reaches at zstd level 9 (measured, with a little slack): 0.75x ClickHouse.
-const BYTES_PER_EVENT_MAX: f64 = 28.2;
+/// What this build reaches at zstd level 9 (measured, with a little slack): 0.76x ClickHouse.
+/// Was 28.2 before the fingerprint index (format version 2), which costs 0.68 B/event here:
+/// one (hash, block) entry per distinct (app_id, ip, user_agent), about 600,000 in 1M events.
+const BYTES_PER_EVENT_MAX: f64 = 28.6;
 
 fn generated_events() -> (Schema, Batch) {
     let generator = EventGenerator::new(42, GeneratorConfig::default());
@@ -69,7 +71,7 @@ fn segment_generator_events_bytes_per_event() {
             println!("{:<12} {:>10.3}", def.name, summary.column_bytes[c] as f64 / EVENTS as f64);
         }
         let total = summary.file_bytes as f64 / EVENTS as f64;
-        println!("{:<12} {:>10.3}", "bitmaps", summary.index_bytes as f64 / EVENTS as f64);
+        println!("{:<12} {:>10.3}", "indexes", summary.index_bytes as f64 / EVENTS as f64);
         println!(
             "{:<12} {:>10.3}  (ClickHouse {CLICKHOUSE_BYTES_PER_EVENT}, ratio {:.3})",
             "file",

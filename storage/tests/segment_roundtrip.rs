@@ -4,7 +4,10 @@
 mod segment_util;
 
 use lookback_common::{Batch, ColumnValues, FaultAction, FaultOp, FaultRule, Faults, Schema, Value};
-use lookback_storage::segment::{write_segment, write_segment_sorting, Segment, SegmentInfo, SegmentWriteOptions, ZoneMap};
+use lookback_storage::segment::{
+    fingerprint_columns, key_hash, value_hash, write_segment, write_segment_sorting, Segment, SegmentInfo,
+    SegmentWriteOptions, ZoneMap,
+};
 use lookback_storage::sort::sort_batch;
 use lookback_storage::StorageError;
 use proptest::prelude::*;
@@ -85,6 +88,33 @@ fn check_segment(segment: &Segment, sorted: &Batch, block_rows: usize) {
         }
     }
     check_bitmaps(segment, sorted);
+    check_fingerprints(segment, sorted, block_rows);
+}
+
+/// The fingerprint index names the block of every row with a full (app_id, ip, user_agent),
+/// and names few blocks for keys the segment lacks.
+fn check_fingerprints(segment: &Segment, sorted: &Batch, block_rows: usize) {
+    let Some(columns) = fingerprint_columns(segment.schema()) else {
+        assert!(segment.fingerprint_index().expect("index").is_none());
+        return;
+    };
+    assert_eq!(segment.fingerprint_columns(), Some(columns));
+    let index = segment.fingerprint_index().expect("decodes").expect("events segments have one");
+    let hash_of = |values: [&str; 3]| {
+        let [app, ip, ua] = values.map(|v| value_hash(v.as_bytes()));
+        key_hash(app, ip, ua)
+    };
+    let mut keys = std::collections::HashSet::new();
+    for row in 0..sorted.rows() {
+        let values = columns.map(|c| sorted.column(c).text(row));
+        let [Some(app), Some(ip), Some(ua)] = values else { continue };
+        keys.insert((app, ip, ua));
+        let blocks = index.blocks_of(hash_of([app, ip, ua]));
+        assert!(blocks.binary_search(&((row / block_rows) as u32)).is_ok(), "row {row}: blocks {blocks:?}");
+    }
+    assert!(index.len() <= sorted.rows());
+    let absent: usize = (0..1_000).map(|i| index.blocks_of(hash_of(["no app", &format!("ip {i}"), "ua"])).len()).sum();
+    assert!(absent <= 1_000 / 8 + 5, "{absent} blocks named for 1,000 absent keys ({} keys present)", keys.len());
 }
 
 fn check_bitmaps(segment: &Segment, sorted: &Batch) {
@@ -201,16 +231,19 @@ fn segment_unsorted_events_with_unique_text_roundtrip() {
     let mut rng = SmallRng::seed_from_u64(11);
     let schema = Schema::events();
     let mut parts: Vec<Batch> = (0..8).map(|_| segment_util::events_batch(&mut rng, 10_000)).collect();
-    // Make `properties` unique per row, so probing sees only new values and gives it up.
-    let properties = schema.columns.iter().position(|c| c.name == "properties").expect("properties column");
-    for (p, part) in parts.iter_mut().enumerate() {
-        let mut columns = part.clone().into_columns();
-        let mut text = lookback_common::TextValues::with_capacity(part.rows(), 0);
-        for row in 0..part.rows() {
-            text.push(&format!("{{\"n\":{p},\"row\":{row}}}"));
+    // Make `properties` and `ip` unique per row, so probing sees only new values and gives them
+    // up (the fingerprint index then hashes ip per row, not per dictionary entry).
+    for name in ["properties", "ip"] {
+        let column = schema.column_index(name).expect("column");
+        for (p, part) in parts.iter_mut().enumerate() {
+            let mut columns = part.clone().into_columns();
+            let mut text = lookback_common::TextValues::with_capacity(part.rows(), 0);
+            for row in 0..part.rows() {
+                text.push(&format!("{{\"n\":{p},\"row\":{row}}}"));
+            }
+            columns[column] = lookback_common::Column::new(ColumnValues::Text(text), None);
+            *part = Batch::try_new(&schema, columns).expect("valid batch");
         }
-        columns[properties] = lookback_common::Column::new(ColumnValues::Text(text), None);
-        *part = Batch::try_new(&schema, columns).expect("valid batch");
     }
     let options = SegmentWriteOptions { block_rows: 7_000, ..SegmentWriteOptions::default() };
     check_sorting_write(&schema, &parts, &options);
@@ -282,4 +315,43 @@ fn segment_injected_faults_surface_as_io_errors() {
             other => panic!("{op:?}: expected an I/O error, got {other:?}"),
         }
     }
+}
+
+/// Format version 1 files (before the fingerprint index) still open and read: a version 2 file
+/// of a table without a fingerprint index, rewritten as version 1 (footer without its last
+/// byte, the fingerprint count), reads the same rows.
+#[test]
+fn segment_version_1_files_still_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = SmallRng::seed_from_u64(5);
+    let schema = mixed_schema();
+    let sorted = sort_batch(&schema, &random_batch(&mut rng, 300, 0.2));
+    let options = SegmentWriteOptions { block_rows: 64, ..SegmentWriteOptions::default() };
+    let path = dir.path().join("v2.seg");
+    write(&path, &schema, &sorted, &options);
+    let v2 = std::fs::read(&path).expect("read");
+    let trailer = v2.len() - 28;
+    let footer_offset = u64::from_le_bytes(v2[trailer..trailer + 8].try_into().expect("8 bytes")) as usize;
+    assert_eq!(v2[trailer - 1], 0, "no fingerprint section");
+    let footer = &v2[footer_offset..trailer - 1];
+    let mut v1 = v2[..footer_offset].to_vec();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(footer);
+    v1.extend_from_slice(&(footer_offset as u64).to_le_bytes());
+    v1.extend_from_slice(&(footer.len() as u32).to_le_bytes());
+    v1.extend_from_slice(&lookback_common::crc32(footer).to_le_bytes());
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&v2[v2.len() - 8..]);
+    let old = dir.path().join("v1.seg");
+    std::fs::write(&old, &v1).expect("write");
+    let segment = Segment::open(&old).expect("version 1 opens");
+    assert_batches_equal(&sorted, &segment.read_all().expect("read_all"));
+    assert!(segment.fingerprint_index().expect("no index").is_none());
+    // The same footer under version 2 lacks its fingerprint count: refused, not misread.
+    let mut truncated = v1.clone();
+    truncated[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let at = truncated.len() - 12;
+    truncated[at..at + 4].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&old, &truncated).expect("write");
+    assert!(matches!(Segment::open(&old), Err(StorageError::Corrupt { .. })));
 }

@@ -25,8 +25,10 @@ pub struct DbOptions {
     pub flush_segment: SegmentWriteOptions,
     /// zstd level for segments written by compaction (they live long: spend CPU once).
     pub compaction_zstd_level: i32,
-    /// Rows per block in segments written by compaction (larger blocks: fewer per-block
-    /// dictionaries and headers; measured 1% smaller than 65,536-row blocks on generated events).
+    /// Rows per block in segments written by compaction. A block is the unit of decompression,
+    /// so a point read (one device's journey) decodes one block of each column it needs:
+    /// 16,384-row blocks cut one conversion's attribution from 31 to 3.3 ms p50 on 10 M events,
+    /// for 1.3% more bytes than 262,144-row blocks (more per-block headers and zstd frames).
     pub compaction_block_rows: usize,
     /// Number of same-level segments merged into one (size-tiered compaction).
     pub compaction_fan_in: usize,
@@ -58,7 +60,7 @@ impl DbOptions {
             flush_segment: SegmentWriteOptions { zstd_level: 1, ..SegmentWriteOptions::default() },
             // Compacted segments live long: spend the CPU once (level 9 is 0.5% smaller than 3).
             compaction_zstd_level: 9,
-            compaction_block_rows: 262_144,
+            compaction_block_rows: 16_384,
             compaction_fan_in: 4,
             compaction_rows_max: 8_000_000,
             compaction_urgent_segments: 24,

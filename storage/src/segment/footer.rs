@@ -18,12 +18,17 @@
 //! bitmap_column_count × (u16 column, u32 entry_count,
 //!     entry_count × (u32 value_len, value bytes, u64 offset, u32 stored_len, u32 raw_len,
 //!                    u8 compression, u32 crc32))
+//! version >= 2 only:
+//! u8 fingerprint_count (0 or 1)
+//! fingerprint_count × (u16 app_column, u16 ip_column, u16 user_agent_column (distinct text
+//!     columns), u32 entry_count, u64 offset, u32 stored_len, u32 raw_len, u8 compression,
+//!     u32 crc32)
 //! ```
 //!
 //! Decoding checks every count against the bytes left and every field against the schema, so a
 //! decoded footer can be trusted for indexing; a column block uses a segment-code encoding only
 //! if its column has a segment dictionary. [`Footer::check_layout`] then proves that
-//! dictionaries, column blocks and bitmaps tile the file between the header and the footer with
+//! dictionaries, column blocks, bitmaps and the fingerprint index tile the file between the header and the footer with
 //! no gap or overlap.
 
 use super::encoding::{
@@ -81,6 +86,20 @@ pub(crate) struct BitmapEntry {
     pub crc32: u32,
 }
 
+/// Where the fingerprint index lies (see `fingerprint.rs` for its bytes).
+#[derive(Clone, Debug)]
+pub(crate) struct FingerprintMeta {
+    /// (app_id, ip, user_agent) columns.
+    pub columns: [usize; 3],
+    /// (hash, block) entries.
+    pub entries: u32,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub compression: u8,
+    pub crc32: u32,
+}
+
 /// The bitmaps of one column, entries sorted by value (byte-wise), values distinct.
 #[derive(Clone, Debug)]
 pub(crate) struct BitmapIndex {
@@ -99,6 +118,8 @@ pub(crate) struct Footer {
     /// `blocks.len() × schema.len()`, block-major.
     pub column_blocks: Vec<ColumnBlockMeta>,
     pub bitmaps: Vec<BitmapIndex>,
+    /// Written from format version 2 on, for tables with [`super::fingerprint_columns`].
+    pub fingerprint: Option<FingerprintMeta>,
 }
 
 type Result<T> = std::result::Result<T, String>;
@@ -156,10 +177,24 @@ impl Footer {
         for index in &self.bitmaps {
             encode_bitmap_index(&mut out, index);
         }
+        out.push(self.fingerprint.is_some() as u8);
+        if let Some(f) = &self.fingerprint {
+            for c in f.columns {
+                out.extend_from_slice(&(c as u16).to_le_bytes());
+            }
+            out.extend_from_slice(&f.entries.to_le_bytes());
+            out.extend_from_slice(&f.offset.to_le_bytes());
+            out.extend_from_slice(&f.stored_len.to_le_bytes());
+            out.extend_from_slice(&f.raw_len.to_le_bytes());
+            out.push(f.compression);
+            out.extend_from_slice(&f.crc32.to_le_bytes());
+        }
         out
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Footer> {
+    /// Decodes a footer of a file of format `version` (1 or 2; version 1 has no fingerprint
+    /// section).
+    pub(crate) fn decode(bytes: &[u8], version: u32) -> Result<Footer> {
         let mut r = ByteReader::new(bytes);
         let info = SegmentInfo {
             segment_id: read(r.u64())?,
@@ -191,14 +226,15 @@ impl Footer {
             }
         }
         let bitmaps = decode_bitmaps(&mut r, &schema)?;
+        let fingerprint = if version >= 2 { decode_fingerprint(&mut r, &schema, rows)? } else { None };
         if !r.is_empty() {
             return Err(format!("{} trailing footer bytes", r.remaining()));
         }
-        Ok(Footer { info, schema, rows, blocks, dictionaries, column_blocks, bitmaps })
+        Ok(Footer { info, schema, rows, blocks, dictionaries, column_blocks, bitmaps, fingerprint })
     }
 
     /// Checks that dictionaries, then column blocks (block-major), then bitmaps (directory
-    /// order) exactly tile `[data_start, footer_offset)`: every data byte is covered by one
+    /// order), then the fingerprint index exactly tile `[data_start, footer_offset)`: every data byte is covered by one
     /// checksum.
     pub(crate) fn check_layout(&self, data_start: u64, footer_offset: u64) -> Result<()> {
         let dictionary_spans = self.dictionaries.iter().map(|d| (d.offset, d.stored_len));
@@ -206,7 +242,8 @@ impl Footer {
         let bitmap_spans =
             self.bitmaps.iter().flat_map(|b| b.entries.iter()).map(|e| (e.offset, e.len));
         let mut cursor = data_start;
-        for (offset, len) in dictionary_spans.chain(column_spans).chain(bitmap_spans) {
+        let fingerprint_span = self.fingerprint.iter().map(|f| (f.offset, f.stored_len));
+        for (offset, len) in dictionary_spans.chain(column_spans).chain(bitmap_spans).chain(fingerprint_span) {
             if offset != cursor {
                 return Err(format!("data at offset {offset}, expected {cursor}"));
             }
@@ -375,6 +412,34 @@ fn decode_bitmap_entries(r: &mut ByteReader<'_>) -> Result<Vec<BitmapEntry>> {
         entries.push(BitmapEntry { value, offset, len, raw_len, compression, crc32 });
     }
     Ok(entries)
+}
+
+fn decode_fingerprint(r: &mut ByteReader<'_>, schema: &Schema, rows: u64) -> Result<Option<FingerprintMeta>> {
+    match read(r.u8())? {
+        0 => return Ok(None),
+        1 => {}
+        other => return Err(format!("fingerprint count {other}")),
+    }
+    let columns = [read(r.u16())? as usize, read(r.u16())? as usize, read(r.u16())? as usize];
+    let text = |c: usize| schema.columns.get(c).is_some_and(|d| d.ty == ColumnType::Text);
+    let distinct = columns[0] != columns[1] && columns[1] != columns[2] && columns[0] != columns[2];
+    if !columns.iter().all(|&c| text(c)) || !distinct {
+        return Err(format!("fingerprint columns {columns:?}"));
+    }
+    let meta = FingerprintMeta {
+        columns,
+        entries: read(r.u32())?,
+        offset: read(r.u64())?,
+        stored_len: read(r.u32())?,
+        raw_len: read(r.u32())?,
+        compression: read(r.u8())?,
+        crc32: read(r.u32())?,
+    };
+    if meta.entries as u64 > rows {
+        return Err(format!("fingerprint index of {} entries in {rows} rows", meta.entries));
+    }
+    check_compression(meta.compression, meta.stored_len, meta.raw_len)?;
+    Ok(Some(meta))
 }
 
 fn check_compression(compression: u8, stored_len: u32, raw_len: u32) -> Result<()> {

@@ -26,6 +26,7 @@
 mod bitmap;
 mod dictionary;
 mod encoding;
+mod fingerprint;
 mod footer;
 mod intern;
 mod numeric;
@@ -38,6 +39,7 @@ mod zone_map;
 
 pub(crate) use intern::prefetch;
 pub use dictionary::TextDictionary;
+pub use fingerprint::{fingerprint_columns, key_hash, value_hash, FingerprintIndex};
 pub use reader::{BlockColumn, Segment};
 pub use writer::{write_segment, write_segment_sorting};
 pub use zone_map::ZoneMap;
@@ -46,8 +48,11 @@ use lookback_common::Lsn;
 
 /// First 8 bytes of every segment file, and its last 8.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"LBSEGMNT";
-/// The only format version this build reads and writes. Files with another version are refused.
-pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. Version 2 added the fingerprint index.
+pub const SEGMENT_FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads (version 1 files have no fingerprint index). Files with
+/// a version outside `SEGMENT_FORMAT_VERSION_MIN..=SEGMENT_FORMAT_VERSION` are refused.
+pub const SEGMENT_FORMAT_VERSION_MIN: u32 = 1;
 
 /// Header: magic, u32 version, u32 flags (must be 0).
 pub(crate) const HEADER_BYTES: u64 = 16;
@@ -111,6 +116,6 @@ pub struct SegmentSummary {
     pub file_bytes: u64,
     /// Stored (compressed) bytes per schema column, validity included.
     pub column_bytes: Vec<u64>,
-    /// Bytes of the bitmap index section.
+    /// Bytes of the index sections (bitmaps and the fingerprint index).
     pub index_bytes: u64,
 }

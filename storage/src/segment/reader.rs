@@ -12,15 +12,17 @@ use super::bitmap;
 use super::dictionary;
 use super::dictionary::TextDictionary;
 use super::encoding::{decode_block, decode_block_codes, uses_segment_dictionary, COMPRESSION_ZSTD};
+use super::fingerprint::FingerprintIndex;
 use super::footer::{ColumnBlockMeta, DictionaryMeta, Footer};
 use super::{
-    SegmentInfo, ZoneMap, FOOTER_BYTES_MAX, HEADER_BYTES, SEGMENT_FORMAT_VERSION, SEGMENT_MAGIC,
-    TRAILER_BYTES,
+    SegmentInfo, ZoneMap, FOOTER_BYTES_MAX, HEADER_BYTES, SEGMENT_FORMAT_VERSION, SEGMENT_FORMAT_VERSION_MIN,
+    SEGMENT_MAGIC, TRAILER_BYTES,
 };
 use crate::StorageError;
 use lookback_common::{crc32, Batch, ByteReader, Column, ColumnValues, Schema, TextValues};
 use memmap2::Mmap;
 use roaring::RoaringBitmap;
+use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -68,6 +70,8 @@ pub struct Segment {
     footer: Footer,
     /// Parallel to `footer.dictionaries`, filled on first use.
     dictionaries: Vec<CachedDictionary>,
+    /// The fingerprint index, decoded on first use.
+    fingerprint: OnceLock<Result<FingerprintIndex, String>>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -89,7 +93,7 @@ impl Segment {
         let map = unsafe { Mmap::map(&file) }.map_err(|e| StorageError::io(context(), e))?;
         let footer = read_footer(path, &map)?;
         let dictionaries = footer.dictionaries.iter().map(|_| OnceLock::new()).collect();
-        Ok(Segment { path: path.to_path_buf(), map, footer, dictionaries })
+        Ok(Segment { path: path.to_path_buf(), map, footer, dictionaries, fingerprint: OnceLock::new() })
     }
 
     pub fn path(&self) -> &Path {
@@ -117,9 +121,10 @@ impl Segment {
         self.footer.column_bytes()
     }
 
-    /// Bytes of the bitmap index section.
+    /// Bytes of the index sections (bitmaps and the fingerprint index).
     pub fn index_bytes(&self) -> u64 {
-        self.footer.bitmaps.iter().flat_map(|b| &b.entries).map(|e| e.len as u64).sum()
+        let bitmaps: u64 = self.footer.bitmaps.iter().flat_map(|b| &b.entries).map(|e| e.len as u64).sum();
+        bitmaps + self.footer.fingerprint.as_ref().map_or(0, |f| f.stored_len as u64)
     }
 
     pub fn block_count(&self) -> usize {
@@ -231,27 +236,51 @@ impl Segment {
     }
 
     fn decode_dictionary(&self, meta: &DictionaryMeta) -> Result<TextDictionary, String> {
-        let stored = span(&self.map, meta.offset, meta.stored_len).ok_or("outside the file")?;
-        let actual = crc32(stored);
-        if actual != meta.crc32 {
-            return Err(format!("crc32 {actual:#010x}, footer says {:#010x}", meta.crc32));
-        }
-        let raw_owned;
-        let raw = if meta.compression == COMPRESSION_ZSTD {
-            raw_owned = zstd::bulk::decompress(stored, meta.raw_len as usize)
-                .map_err(|e| format!("zstd: {e}"))?;
-            raw_owned.as_slice()
-        } else {
-            stored
-        };
-        if raw.len() != meta.raw_len as usize {
-            return Err(format!("{} raw bytes, footer says {}", raw.len(), meta.raw_len));
-        }
-        let text = dictionary::decode(raw, meta.entries as usize).map_err(|e| e.0)?;
+        let raw = self.checked_raw(meta.offset, meta.stored_len, meta.raw_len, meta.compression, meta.crc32)?;
+        let text = dictionary::decode(&raw, meta.entries as usize).map_err(|e| e.0)?;
         if text.len() != meta.entries as usize {
             return Err(format!("{} entries, footer says {}", text.len(), meta.entries));
         }
         Ok(TextDictionary::new(text))
+    }
+
+    /// The raw bytes of a stored section: crc32 verified, decompressed, length checked.
+    fn checked_raw(&self, offset: u64, stored_len: u32, raw_len: u32, compression: u8, crc: u32) -> Result<Cow<'_, [u8]>, String> {
+        let stored = span(&self.map, offset, stored_len).ok_or("outside the file")?;
+        let actual = crc32(stored);
+        if actual != crc {
+            return Err(format!("crc32 {actual:#010x}, footer says {crc:#010x}"));
+        }
+        let raw = if compression == COMPRESSION_ZSTD {
+            Cow::Owned(zstd::bulk::decompress(stored, raw_len as usize).map_err(|e| format!("zstd: {e}"))?)
+        } else {
+            Cow::Borrowed(stored)
+        };
+        if raw.len() != raw_len as usize {
+            return Err(format!("{} raw bytes, footer says {raw_len}", raw.len()));
+        }
+        Ok(raw)
+    }
+
+    /// The (app_id, ip, user_agent) columns of the fingerprint index, when the segment has one
+    /// (format version 2 files of the events table).
+    pub fn fingerprint_columns(&self) -> Option<[usize; 3]> {
+        self.footer.fingerprint.as_ref().map(|f| f.columns)
+    }
+
+    /// The fingerprint index (decoded and cached on first use); `None` when the segment has
+    /// none. A row listed for a key hash may hold another key with the same hash: callers
+    /// compare values.
+    pub fn fingerprint_index(&self) -> Result<Option<&FingerprintIndex>, StorageError> {
+        let Some(meta) = &self.footer.fingerprint else { return Ok(None) };
+        let decoded = self.fingerprint.get_or_init(|| {
+            let raw = self.checked_raw(meta.offset, meta.stored_len, meta.raw_len, meta.compression, meta.crc32)?;
+            FingerprintIndex::decode(&raw, meta.entries, self.footer.blocks.len()).map_err(|e| e.0)
+        });
+        match decoded {
+            Ok(index) => Ok(Some(index)),
+            Err(reason) => Err(StorageError::corrupt(&self.path, meta.offset, format!("fingerprint index: {reason}"))),
+        }
     }
 
     fn stored_bytes(&self, meta: &ColumnBlockMeta) -> Option<&[u8]> {
@@ -285,22 +314,7 @@ impl Segment {
         let corrupt = |reason: String| {
             StorageError::corrupt(&self.path, entry.offset, format!("bitmap {value:?}: {reason}"))
         };
-        let start = usize::try_from(entry.offset).map_err(|_| corrupt("offset".into()))?;
-        let bytes = start
-            .checked_add(entry.len as usize)
-            .and_then(|end| self.map.get(start..end))
-            .ok_or_else(|| corrupt("outside the file".into()))?;
-        if crc32(bytes) != entry.crc32 {
-            return Err(corrupt("crc32 mismatch".into()));
-        }
-        let raw = match entry.compression {
-            COMPRESSION_ZSTD => zstd::bulk::decompress(bytes, entry.raw_len as usize)
-                .map_err(|e| corrupt(format!("zstd: {e}")))?,
-            _ => bytes.to_vec(),
-        };
-        if raw.len() != entry.raw_len as usize {
-            return Err(corrupt(format!("{} raw bytes, footer says {}", raw.len(), entry.raw_len)));
-        }
+        let raw = self.checked_raw(entry.offset, entry.len, entry.raw_len, entry.compression, entry.crc32).map_err(corrupt)?;
         bitmap::decode(&raw, self.footer.rows).map(Some).map_err(|e| corrupt(e.0))
     }
 
@@ -331,8 +345,11 @@ fn read_footer(path: &Path, map: &[u8]) -> Result<Footer, StorageError> {
         return Err(corrupt(12, "unknown header flags".into()));
     }
     let trailer_at = map.len() as u64 - TRAILER_BYTES;
-    let (footer_offset, footer_len, footer_crc) =
+    let (footer_offset, footer_len, footer_crc, trailer_version) =
         read_trailer(&map[trailer_at as usize..]).map_err(|r| corrupt(trailer_at, r))?;
+    if trailer_version != version {
+        return Err(corrupt(trailer_at, format!("trailer says format version {trailer_version}, header {version}")));
+    }
     let footer_end = footer_offset.checked_add(footer_len as u64);
     if footer_offset < HEADER_BYTES || footer_end != Some(trailer_at) {
         return Err(corrupt(trailer_at, format!("footer at {footer_offset} len {footer_len}")));
@@ -341,32 +358,33 @@ fn read_footer(path: &Path, map: &[u8]) -> Result<Footer, StorageError> {
     if crc32(footer_bytes) != footer_crc {
         return Err(corrupt(footer_offset, "footer crc32 mismatch".into()));
     }
-    let footer = Footer::decode(footer_bytes).map_err(|r| corrupt(footer_offset, r))?;
+    let footer = Footer::decode(footer_bytes, version).map_err(|r| corrupt(footer_offset, r))?;
     footer.check_layout(HEADER_BYTES, footer_offset).map_err(|r| corrupt(HEADER_BYTES, r))?;
     Ok(footer)
 }
 
 fn check_version(version: u32) -> Result<(), String> {
-    if version != SEGMENT_FORMAT_VERSION {
+    if !(SEGMENT_FORMAT_VERSION_MIN..=SEGMENT_FORMAT_VERSION).contains(&version) {
         return Err(format!(
-            "segment format version {version} is not supported (this build reads version \
-             {SEGMENT_FORMAT_VERSION})"
+            "segment format version {version} is not supported (this build reads versions \
+             {SEGMENT_FORMAT_VERSION_MIN} to {SEGMENT_FORMAT_VERSION})"
         ));
     }
     Ok(())
 }
 
-/// Returns (footer_offset, footer_len, footer_crc32) from the 28-byte trailer.
-fn read_trailer(bytes: &[u8]) -> Result<(u64, u32, u32), String> {
+/// Returns (footer_offset, footer_len, footer_crc32, version) from the 28-byte trailer.
+fn read_trailer(bytes: &[u8]) -> Result<(u64, u32, u32, u32), String> {
     let mut r = ByteReader::new(bytes);
     let e = |e: lookback_common::ReadError| e.to_string();
     let (offset, len, crc) = (r.u64().map_err(e)?, r.u32().map_err(e)?, r.u32().map_err(e)?);
-    check_version(r.u32().map_err(e)?)?;
+    let version = r.u32().map_err(e)?;
+    check_version(version)?;
     if r.array::<8>().map_err(e)? != SEGMENT_MAGIC {
         return Err("bad trailer magic (truncated or not a segment)".into());
     }
     if len as usize > FOOTER_BYTES_MAX {
         return Err(format!("footer length {len} exceeds limit"));
     }
-    Ok((offset, len, crc))
+    Ok((offset, len, crc, version))
 }

@@ -12,6 +12,7 @@
 //! always ranked in full (their ranks are the sort keys).
 
 use super::bitmap::{self, ColumnBitmaps};
+use super::fingerprint::{fingerprint_columns, key_hash, value_hash, FingerprintIndex};
 use super::encoding::{BlockSlice, DenseValues};
 use crate::sort::{self, ColumnKey};
 use super::intern::Interner;
@@ -136,11 +137,39 @@ impl<'a> SegmentRows<'a> {
     }
 }
 
+impl SegmentRows<'_> {
+    /// The fingerprint index over output rows (blocks of `block_rows`) when `schema` has one ([`fingerprint_columns`]):
+    /// each value hashed once per distinct value when its column is ranked, else per row.
+    pub(crate) fn fingerprint(&self, schema: &Schema, block_rows: usize) -> Option<([usize; 3], FingerprintIndex)> {
+        let columns = fingerprint_columns(schema)?;
+        let per_row: Vec<Vec<Option<u64>>> = columns.iter().map(|&c| self.value_hashes(c)).collect();
+        let hashes = (0..self.rows()).map(|row| match (per_row[0][row], per_row[1][row], per_row[2][row]) {
+            (Some(app), Some(ip), Some(ua)) => Some(key_hash(app, ip, ua)),
+            _ => None,
+        });
+        Some((columns, FingerprintIndex::build(hashes, block_rows)))
+    }
+
+    /// [`value_hash`] of text column `c` in every output row (`None` for null).
+    fn value_hashes(&self, c: usize) -> Vec<Option<u64>> {
+        match self.rankings[c].as_ref() {
+            Some(ranking) => {
+                let entries: Vec<u64> = ranking.entries.iter().map(|e| value_hash(e)).collect();
+                ranking.ranks.iter().map(|&r| (r != NULL_RANK).then(|| entries[r as usize])).collect()
+            }
+            None => {
+                let columns: Vec<&Column> = self.parts.iter().map(|p| p.column(c)).collect();
+                self.locs.iter().map(|&(p, r)| text_at(columns[p as usize], r as usize).map(value_hash)).collect()
+            }
+        }
+    }
+}
+
 fn text_at(column: &Column, row: usize) -> Option<&[u8]> {
     match &column.values {
         ColumnValues::Text(t) if !column.is_null(row) => Some(t.get_bytes(row)),
         ColumnValues::Text(_) => None,
-        _ => unreachable!("schema validation makes bitmap columns text"),
+        _ => unreachable!("bitmap and fingerprint columns are text"),
     }
 }
 

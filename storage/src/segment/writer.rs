@@ -13,7 +13,8 @@ use super::bitmap::ColumnBitmaps;
 use super::dictionary;
 use super::encoding::{encode_candidates, BlockSlice, DenseValues, COMPRESSION_NONE, COMPRESSION_ZSTD};
 use super::rows::SegmentRows;
-use super::footer::{BitmapEntry, BitmapIndex, BlockMeta, ColumnBlockMeta, DictionaryMeta, Footer};
+use super::fingerprint::FingerprintIndex;
+use super::footer::{BitmapEntry, BitmapIndex, BlockMeta, ColumnBlockMeta, DictionaryMeta, FingerprintMeta, Footer};
 use super::{
     SegmentInfo, SegmentSummary, SegmentWriteOptions, ZoneMap, BLOCK_ROWS_MAX,
     COLUMN_BLOCK_RAW_BYTES_MAX, FOOTER_BYTES_MAX, HEADER_BYTES, SEGMENT_FORMAT_VERSION,
@@ -93,6 +94,10 @@ fn write_rows(
         write_column_blocks(&mut out, schema, rows, options, &with_codes)?;
     let index_start = out.written;
     let bitmaps = write_bitmaps(&mut out, rows.bitmaps(schema), &mut compressors)?;
+    let fingerprint = match rows.fingerprint(schema, options.block_rows) {
+        Some((columns, index)) => Some(write_fingerprint(&mut out, columns, &index, &mut compressors)?),
+        None => None,
+    };
     let index_bytes = out.written - index_start;
     let footer = Footer {
         info: info.clone(),
@@ -102,6 +107,7 @@ fn write_rows(
         dictionaries,
         column_blocks,
         bitmaps,
+        fingerprint,
     };
     let footer_offset = out.written;
     let footer_bytes = encode_footer(&footer, &context)?;
@@ -156,7 +162,7 @@ fn encode_footer(footer: &Footer, context: &dyn Fn(&str) -> String) -> Result<Ve
     }
     // Pair assertion: what we write decodes to what we meant.
     if cfg!(debug_assertions) {
-        let decoded = Footer::decode(&bytes).unwrap_or_else(|e| panic!("footer re-decode: {e}"));
+        let decoded = Footer::decode(&bytes, SEGMENT_FORMAT_VERSION).unwrap_or_else(|e| panic!("footer re-decode: {e}"));
         assert_eq!(decoded.encode(), bytes, "footer re-encode differs");
     }
     Ok(bytes)
@@ -471,4 +477,36 @@ fn write_bitmaps(
         indexes.push(BitmapIndex { column, entries });
     }
     Ok(indexes)
+}
+
+/// Appends the fingerprint index; returns its footer entry.
+fn write_fingerprint(
+    out: &mut Output<'_>,
+    columns: [usize; 3],
+    index: &FingerprintIndex,
+    compressors: &mut Compressors,
+) -> Result<FingerprintMeta, StorageError> {
+    let what = "write fingerprint index";
+    let raw = index.encode();
+    if cfg!(debug_assertions) {
+        // Pair assertion: the bytes decode to the index.
+        let back = FingerprintIndex::decode(&raw, index.len() as u32, usize::MAX).unwrap_or_else(|e| panic!("{what}: {}", e.0));
+        assert!(back == *index, "{what}: decode differs");
+    }
+    if raw.len() > COLUMN_BLOCK_RAW_BYTES_MAX {
+        return Err(StorageError::io(format!("{}: {what}", out.path.display()), too_large(raw.len())));
+    }
+    let compressed = compressors.compress(&raw).map_err(|e| StorageError::io(format!("{}: {what}", out.path.display()), e))?;
+    let (compression, stored) = stored_form(&raw, Some(compressed));
+    let meta = FingerprintMeta {
+        columns,
+        entries: index.len() as u32,
+        offset: out.written,
+        stored_len: stored.len() as u32,
+        raw_len: raw.len() as u32,
+        compression,
+        crc32: crc32(&stored),
+    };
+    out.write(&stored, what)?;
+    Ok(meta)
 }
