@@ -813,3 +813,85 @@ pub fn key_successor(key: &Key) -> Key {
         }
     }
 }
+
+/// The touchpoints a fingerprint pass looks for: rows whose (app_id, ip, user_agent) hashes
+/// ([`lookback_storage::segment::key_hash`]) are `hashes`, with `earliest <= ts <= latest`.
+pub struct FingerprintProbe<'a> {
+    pub hashes: &'a std::collections::HashSet<u32>,
+    pub earliest: i64,
+    pub latest: i64,
+}
+
+/// The fingerprint key hash of `row` of `chunk` (`None` when ip or user_agent is null).
+fn row_key_hash(chunk: &Chunk<'_>, row: usize) -> Option<u32> {
+    use lookback_storage::segment::{key_hash, value_hash};
+    let ip = chunk.ip.as_ref()?.get(row)?;
+    let ua = chunk.user_agent.as_ref()?.get(row)?;
+    Some(key_hash(value_hash(chunk.app.get(row)?), value_hash(ip), value_hash(ua)))
+}
+
+/// Calls `visit(chunk, row)` for every touchpoint (click or impression) of `probe`. Segments
+/// are read only in the blocks their fingerprint index names for the probed hashes (and whose
+/// ts zone maps overlap the window); a segment without an index (format version 1) is read
+/// in every such block. The memtable run is scanned. `spec` must read ip and user_agent.
+pub fn for_each_fingerprint_touch<'s>(
+    runs: &[Run<'s>],
+    spec: &JoinSpec,
+    probe: &FingerprintProbe<'_>,
+    mut visit: impl FnMut(&Chunk<'s>, usize) -> Result<()>,
+) -> Result<()> {
+    assert!(spec.fingerprints, "a fingerprint pass reads ip and user_agent");
+    let scan = |chunk: &Chunk<'s>, visit: &mut dyn FnMut(&Chunk<'s>, usize) -> Result<()>| -> Result<()> {
+        for row in 0..chunk.rows {
+            let touch = chunk.flags[row] & (FLAG_CLICK | FLAG_IMPRESSION) != 0;
+            if !touch || chunk.ts[row] < probe.earliest || chunk.ts[row] > probe.latest {
+                continue;
+            }
+            if row_key_hash(chunk, row).is_some_and(|h| probe.hashes.contains(&h)) {
+                visit(chunk, row)?;
+            }
+        }
+        Ok(())
+    };
+    for run in runs {
+        match run {
+            Run::Memory(chunk) => scan(chunk, &mut visit)?,
+            Run::Segment(segment) => {
+                for block in fingerprint_blocks(segment, spec, probe)? {
+                    let read = segment
+                        .read_block_coded(block, &spec.read_list())
+                        .map_err(|e| DataFusionError::from(storage_error(e.into())))?;
+                    let chunk = Chunk::new(read.into_iter().map(BlockColumnOrColumn::Block).collect(), spec)?;
+                    scan(&chunk, &mut visit)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The blocks of `segment` that may hold touchpoints of `probe`: named by its fingerprint
+/// index (all blocks without one), within `spec.app`'s and the window's zone maps.
+fn fingerprint_blocks(segment: &Segment, spec: &JoinSpec, probe: &FingerprintProbe<'_>) -> Result<Vec<usize>> {
+    let c = &spec.columns;
+    let index = segment.fingerprint_index().map_err(|e| DataFusionError::from(storage_error(e.into())))?;
+    let indexed = segment.fingerprint_columns() == Some([c.app_id, c.ip, c.user_agent]);
+    let mut blocks: Vec<usize> = match index.filter(|_| indexed) {
+        Some(index) => probe.hashes.iter().flat_map(|&h| index.blocks_of(h)).map(|&b| b as usize).collect(),
+        None => (0..segment.block_count()).collect(),
+    };
+    blocks.sort_unstable();
+    blocks.dedup();
+    let in_window = |block: usize| {
+        let zone = segment.zone_map(block, c.ts);
+        let below = matches!(zone.max, Some(Value::Timestamp(max)) if max < probe.earliest);
+        let above = matches!(zone.min, Some(Value::Timestamp(min)) if min > probe.latest);
+        !below && !above
+    };
+    let in_app = |block: usize| match (&spec.app, app_bounds(segment, block, spec)) {
+        (Some(app), Some((min, max))) => min <= *app && *app <= max,
+        _ => true,
+    };
+    blocks.retain(|&b| in_window(b) && in_app(b));
+    Ok(blocks)
+}

@@ -15,11 +15,12 @@ use super::output::{self, ChannelRow, OutputBuilder, BATCH_ROWS};
 use crate::attribution::rules::{self, Touch, TouchKind};
 use crate::attribution::{markov, shapley, Path, ORGANIC};
 use crate::touchpoint_join::{
-    conversion_keys, for_each_journey, key_successor, runs, split_keys, Conversions, Journey, JoinColumns, JoinSpec, Key, FLAG_CLICK, FLAG_CONVERSION,
-    FLAG_IMPRESSION, JOIN_RANGES_MAX,
+    conversion_keys, for_each_fingerprint_touch, for_each_journey, key_successor, runs, split_keys, Conversions, FingerprintProbe, Journey,
+    JoinColumns, JoinSpec, Key, FLAG_CLICK, FLAG_CONVERSION, FLAG_IMPRESSION, JOIN_RANGES_MAX,
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
+use lookback_storage::segment::{key_hash, value_hash};
 use lookback_storage::TableSnapshot;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -447,31 +448,34 @@ fn fingerprint_pass(runs: &[crate::touchpoint_join::Run<'_>], spec: &JoinSpec, p
     let widest = capped.click_us.max(capped.view_us);
     type FingerprintKey = (Vec<u8>, Vec<u8>, Vec<u8>);
     let mut index: HashMap<FingerprintKey, Vec<FingerprintTouch>> = HashMap::new();
+    let mut hashes: HashSet<u32> = HashSet::new();
     for p in &pending {
         index.entry((p.app.clone(), p.ip.clone(), p.user_agent.clone())).or_default();
+        hashes.insert(key_hash(value_hash(&p.app), value_hash(&p.ip), value_hash(&p.user_agent)));
     }
     let earliest = pending.iter().map(|p| p.ts.saturating_sub(widest)).min().unwrap_or(i64::MIN);
     let latest = pending.iter().map(|p| p.ts).max().unwrap_or(i64::MAX);
     let all = JoinSpec { conversions: Conversions(Vec::new()), app: spec.app.clone(), ..*spec };
-    for_each_journey(runs, &all, None, None, |journey| {
-        let Some(key) = journey.key() else { return Ok(()) };
-        for row in journey.rows.iter().filter(|r| r.ts >= earliest && r.ts <= latest) {
-            let kind = match row.flags & (FLAG_CLICK | FLAG_IMPRESSION) {
-                FLAG_CLICK => TouchKind::Click,
-                FLAG_IMPRESSION => TouchKind::Impression,
-                _ => continue,
-            };
-            let (chunk, at) = journey.chunk(row);
-            let (Some(ip), Some(ua)) = (chunk.ip.as_ref().and_then(|c| c.get(at)), chunk.user_agent.as_ref().and_then(|c| c.get(at))) else {
-                continue;
-            };
-            if let Some(list) = index.get_mut(&(key.app.to_vec(), ip.to_vec(), ua.to_vec())) {
-                list.push(FingerprintTouch {
-                    touch: Touch { ts: row.ts, id: row.id, kind },
-                    channel: chunk.channel(at).map(<[u8]>::to_vec),
-                    campaign: chunk.campaign(at).map(<[u8]>::to_vec),
-                });
-            }
+    let probe = FingerprintProbe { hashes: &hashes, earliest, latest };
+    let mut key: FingerprintKey = Default::default();
+    for_each_fingerprint_touch(runs, &all, &probe, |chunk, at| {
+        let kind = match chunk.flags[at] & (FLAG_CLICK | FLAG_IMPRESSION) {
+            FLAG_CLICK => TouchKind::Click,
+            _ => TouchKind::Impression,
+        };
+        let values = (chunk.app.get(at), chunk.ip.as_ref().and_then(|c| c.get(at)), chunk.user_agent.as_ref().and_then(|c| c.get(at)));
+        let (Some(app), Some(ip), Some(ua)) = values else { return Ok(()) };
+        // Reuse one key's buffers: most rows probed are hash hits of the key they look for.
+        for (buffer, value) in [(&mut key.0, app), (&mut key.1, ip), (&mut key.2, ua)] {
+            buffer.clear();
+            buffer.extend_from_slice(value);
+        }
+        if let Some(list) = index.get_mut(&key) {
+            list.push(FingerprintTouch {
+                touch: Touch { ts: chunk.ts[at], id: chunk.id[at], kind },
+                channel: chunk.channel(at).map(<[u8]>::to_vec),
+                campaign: chunk.campaign(at).map(<[u8]>::to_vec),
+            });
         }
         Ok(())
     })?;

@@ -13,6 +13,7 @@ pub fn open(dir: &std::path::Path, block_rows: usize) -> Arc<Db> {
     let mut o = DbOptions::new(dir);
     o.flush_interval_ms = 3_600_000;
     o.flush_segment.block_rows = block_rows;
+    o.compaction_block_rows = block_rows;
     Arc::new(Db::open(o).unwrap())
 }
 
