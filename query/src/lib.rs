@@ -15,6 +15,7 @@ pub mod date_trunc;
 pub mod ddl;
 pub mod error;
 pub mod insert;
+pub mod memtable_runs;
 pub mod prune;
 pub mod scan;
 pub mod touchpoint_join;

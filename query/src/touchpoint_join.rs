@@ -17,7 +17,7 @@
 use crate::error::storage_error;
 use datafusion::error::{DataFusionError, Result};
 use lookback_common::{Batch, Column, ColumnValues, Schema, TextValues, Value};
-use lookback_storage::segment::{BlockColumn, Segment, TextDictionary};
+use lookback_storage::segment::{BlockColumn, FingerprintIndex, Segment, TextDictionary};
 use lookback_storage::TableSnapshot;
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -175,6 +175,9 @@ pub struct Chunk<'s> {
     pub user_agent: Option<TextColumn<'s>>,
     /// Row flags ([`FLAG_CLICK`], ...), 0 for rows attribution ignores.
     pub flags: Vec<u8>,
+    /// A memtable run's fingerprint index (one "block" per row), built on the first
+    /// fingerprint pass that reads the run and kept with it.
+    fingerprints: std::sync::OnceLock<FingerprintIndex>,
 }
 
 /// Which event types are conversions.
@@ -198,7 +201,8 @@ impl<'s> Chunk<'s> {
         };
         let rows = ts.len();
         let flags = row_flags(&event_type, &spec.conversions);
-        Ok(Chunk { rows, app, device, ts, event_type, id, channel, campaign, revenue, ip, user_agent, flags })
+        let fingerprints = std::sync::OnceLock::new();
+        Ok(Chunk { rows, app, device, ts, event_type, id, channel, campaign, revenue, ip, user_agent, flags, fingerprints })
     }
 
     pub fn channel(&self, row: usize) -> Option<&[u8]> {
@@ -341,7 +345,7 @@ pub struct JoinSpec {
 
 impl JoinSpec {
     /// The columns read, in [`Chunk::new`]'s order.
-    fn read_list(&self) -> Vec<usize> {
+    pub(crate) fn read_list(&self) -> Vec<usize> {
         let c = &self.columns;
         let mut list = vec![c.app_id, c.device_id, c.ts, c.event_type, c.event_id];
         let optional = [(self.channel, c.channel), (self.campaign, c.campaign), (self.revenue, c.revenue)];
@@ -353,25 +357,26 @@ impl JoinSpec {
     }
 }
 
-/// The runs of `snapshot`: each segment, and the memtable batches sorted into one run.
+/// The runs of `snapshot`: each segment, and the memtable's sorted runs
+/// ([`crate::memtable_runs`]: cached across queries, so a busy memtable is not sorted again
+/// for every query).
 pub fn runs<'s>(snapshot: &'s TableSnapshot, spec: &JoinSpec) -> Result<Vec<Run<'s>>> {
     let mut runs: Vec<Run<'s>> = snapshot.segments.iter().map(|s| Run::Segment(s.as_ref())).collect();
-    if !snapshot.memtable.is_empty() {
-        runs.push(Run::Memory(Arc::new(memtable_run(snapshot, spec)?)));
+    for chunk in crate::memtable_runs::sorted_runs(snapshot, spec)? {
+        runs.push(Run::Memory(chunk));
     }
     Ok(runs)
 }
 
-/// The memtable batches as one sorted chunk of only the columns the join reads (the read list
-/// starts with the sort key, app_id, device_id, ts), so a busy memtable costs a sort of its
-/// keys and a gather of a few columns, not of whole rows.
-fn memtable_run<'s>(snapshot: &'s TableSnapshot, spec: &JoinSpec) -> Result<Chunk<'s>> {
+/// `batches` (memtable batches of `schema`) as one sorted chunk of only the columns the join
+/// reads (the read list starts with the sort key, app_id, device_id, ts), so a busy memtable
+/// costs a sort of its keys and a gather of a few columns, not of whole rows.
+pub(crate) fn memtable_run(schema: &Schema, batches: &[Arc<Batch>], spec: &JoinSpec) -> Result<Chunk<'static>> {
     let read = spec.read_list();
-    let defs = read.iter().map(|&c| snapshot.schema.columns[c].clone()).collect();
+    let defs = read.iter().map(|&c| schema.columns[c].clone()).collect();
     let internal = |e: String| DataFusionError::Internal(format!("attribution: memtable columns: {e}"));
-    let projected = Schema::new(&snapshot.schema.name, defs, vec![0, 1, 2], Vec::new()).map_err(|e| internal(e.to_string()))?;
-    let parts: Vec<Batch> = snapshot
-        .memtable
+    let projected = Schema::new(&schema.name, defs, vec![0, 1, 2], Vec::new()).map_err(|e| internal(e.to_string()))?;
+    let parts: Vec<Batch> = batches
         .iter()
         .map(|b| Batch::try_new(&projected, read.iter().map(|&c| b.column(c).clone()).collect()).map_err(internal))
         .collect::<Result<_>>()?;
@@ -833,7 +838,7 @@ fn row_key_hash(chunk: &Chunk<'_>, row: usize) -> Option<u32> {
 /// Calls `visit(chunk, row)` for every touchpoint (click or impression) of `probe`. Segments
 /// are read only in the blocks their fingerprint index names for the probed hashes (and whose
 /// ts zone maps overlap the window); a segment without an index (format version 1) is read
-/// in every such block. The memtable run is scanned. `spec` must read ip and user_agent.
+/// in every such block. A memtable run is read in the rows its own fingerprint index names. `spec` must read ip and user_agent.
 pub fn for_each_fingerprint_touch<'s>(
     runs: &[Run<'s>],
     spec: &JoinSpec,
@@ -841,28 +846,33 @@ pub fn for_each_fingerprint_touch<'s>(
     mut visit: impl FnMut(&Chunk<'s>, usize) -> Result<()>,
 ) -> Result<()> {
     assert!(spec.fingerprints, "a fingerprint pass reads ip and user_agent");
-    let scan = |chunk: &Chunk<'s>, visit: &mut dyn FnMut(&Chunk<'s>, usize) -> Result<()>| -> Result<()> {
-        for row in 0..chunk.rows {
-            let touch = chunk.flags[row] & (FLAG_CLICK | FLAG_IMPRESSION) != 0;
-            if !touch || chunk.ts[row] < probe.earliest || chunk.ts[row] > probe.latest {
-                continue;
-            }
-            if row_key_hash(chunk, row).is_some_and(|h| probe.hashes.contains(&h)) {
-                visit(chunk, row)?;
-            }
+    let scan_row = |chunk: &Chunk<'s>, row: usize, visit: &mut dyn FnMut(&Chunk<'s>, usize) -> Result<()>| -> Result<()> {
+        let touch = chunk.flags[row] & (FLAG_CLICK | FLAG_IMPRESSION) != 0;
+        if touch && chunk.ts[row] >= probe.earliest && chunk.ts[row] <= probe.latest && row_key_hash(chunk, row).is_some_and(|h| probe.hashes.contains(&h)) {
+            visit(chunk, row)?;
         }
         Ok(())
     };
     for run in runs {
         match run {
-            Run::Memory(chunk) => scan(chunk, &mut visit)?,
+            Run::Memory(chunk) => {
+                let index = chunk.fingerprints.get_or_init(|| FingerprintIndex::build((0..chunk.rows).map(|r| row_key_hash(chunk, r)), 1));
+                let mut rows: Vec<u32> = probe.hashes.iter().flat_map(|&h| index.blocks_of(h)).copied().collect();
+                rows.sort_unstable();
+                rows.dedup();
+                for row in rows {
+                    scan_row(chunk, row as usize, &mut visit)?;
+                }
+            }
             Run::Segment(segment) => {
                 for block in fingerprint_blocks(segment, spec, probe)? {
                     let read = segment
                         .read_block_coded(block, &spec.read_list())
                         .map_err(|e| DataFusionError::from(storage_error(e.into())))?;
                     let chunk = Chunk::new(read.into_iter().map(BlockColumnOrColumn::Block).collect(), spec)?;
-                    scan(&chunk, &mut visit)?;
+                    for row in 0..chunk.rows {
+                        scan_row(&chunk, row, &mut visit)?;
+                    }
                 }
             }
         }

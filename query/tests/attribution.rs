@@ -317,14 +317,20 @@ async fn every_model_equals_the_reference_implementation() {
     let db = open(&dir.path().join("db"), 64);
     let events = generate(7, 3_000);
     write_csv(&events, &dir.path().join("events.csv"));
-    for (seq, part) in events.chunks(750).enumerate() {
+    let ctx = lookback_query::session_context(&db, "lookback").unwrap();
+    // Two flushed segments of 750 rows, then the memtable in batches of 250 with a query after
+    // each, so the memtable is read as several cached sorted runs (2 of them at the end).
+    let (flushed, memtable) = events.split_at(1_500);
+    let parts: Vec<&[Ev]> = flushed.chunks(750).chain(memtable.chunks(250)).collect();
+    for (seq, part) in parts.into_iter().enumerate() {
         let part = part.to_vec();
         admit_events(&db, seq as u64 + 1, 0..part.len() as i64, |i, column| value(&part[i as usize], column));
         if seq < 2 {
             db.flush_all().unwrap();
+        } else {
+            ctx.sql("SELECT count(*) FROM attribute(model => 'linear')").await.unwrap().collect().await.unwrap();
         }
     }
-    let ctx = lookback_query::session_context(&db, "lookback").unwrap();
     let checked = check_all(&ctx, dir.path(), "segments + memtable").await;
     assert!(checked > 1_000, "only {checked} rows compared");
     db.compact_all().unwrap();

@@ -5,9 +5,9 @@
 //! ([`rules::candidates`]); matched conversions are credited at once (rows go out as soon as a
 //! batch fills), unmatched ones with an ip and user_agent wait for the fingerprint pass when
 //! probabilistic matching is on, the rest are organic. Fingerprint pass: the waiting
-//! conversions' (app_id, ip, user_agent) keys form a hash index; a second merge over the runs
-//! collects only the touchpoints with those keys, and each waiting conversion is matched within
-//! the capped windows. Markov and Shapley then solve over the converting paths and the
+//! conversions' (app_id, ip, user_agent) keys are looked up in each segment's fingerprint index
+//! (and the memtable runs' own), only the blocks it names are read for touchpoints with those
+//! keys, and each waiting conversion is matched within the capped windows. Markov and Shapley then solve over the converting paths and the
 //! devices' remaining touchpoints.
 
 use super::args::{ModelChoice, Params};
