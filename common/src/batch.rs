@@ -415,9 +415,13 @@ impl Batch {
 
 impl Column {
     /// Concatenates columns of type `ty`.
+    /// Text parts with a dictionary give plain text, built in one pass.
     pub fn concat(ty: ColumnType, parts: &[&Column]) -> Column {
         let rows: usize = parts.iter().map(|c| c.len()).sum();
+        let coded = |c: &&Column| matches!(&c.values, ColumnValues::Text(t) if t.codes.is_some());
+        let filled = ty == ColumnType::Text && parts.iter().any(coded);
         let mut values = match ty {
+            ColumnType::Text if filled => ColumnValues::Text(plain_text(parts, rows)),
             ColumnType::Text => {
                 let bytes = parts.iter().map(|c| c.values.heap_bytes()).sum();
                 ColumnValues::Text(TextValues::with_capacity(rows, bytes))
@@ -427,7 +431,9 @@ impl Column {
         let any_nulls = parts.iter().any(|c| c.validity.is_some());
         let mut validity = any_nulls.then(|| Vec::with_capacity(rows));
         for src in parts {
-            append_values(&mut values, &src.values);
+            if !filled {
+                append_values(&mut values, &src.values);
+            }
             if let Some(v) = validity.as_mut() {
                 match &src.validity {
                     Some(sv) => v.extend_from_slice(sv),
@@ -437,6 +443,38 @@ impl Column {
         }
         Column::new(values, validity)
     }
+}
+
+/// The text of `parts` (text columns, some with a dictionary) as one plain column of `rows`
+/// values: every value copied once (appending part by part would re-expand the growing result
+/// for every part).
+fn plain_text(parts: &[&Column], rows: usize) -> TextValues {
+    // Null rows stay empty (a dictionary column's null rows point at code 0).
+    let value = |c: &'_ Column, t: &'_ TextValues, i: usize| -> usize {
+        if c.is_null(i) {
+            0
+        } else {
+            t.get_bytes(i).len()
+        }
+    };
+    let texts: Vec<(&Column, &TextValues)> = parts
+        .iter()
+        .map(|c| match &c.values {
+            ColumnValues::Text(t) => (*c, t),
+            other => panic!("column type mismatch: text vs {:?}", other.column_type()),
+        })
+        .collect();
+    let bytes = texts.iter().map(|&(c, t)| (0..t.len()).map(|i| value(c, t, i)).sum::<usize>()).sum();
+    let mut plain = TextValues::with_capacity(rows, bytes);
+    for (c, t) in texts {
+        for i in 0..t.len() {
+            if !c.is_null(i) {
+                plain.data.extend_from_slice(t.get_bytes(i));
+            }
+            plain.offsets.push(plain.data.len() as u32);
+        }
+    }
+    plain
 }
 
 fn take_values(src: &ColumnValues, indices: &[u32]) -> ColumnValues {
@@ -617,6 +655,29 @@ mod tests {
         assert_eq!(t.row(0), vec![Value::Int64(3), Value::Text("yy".into())]);
         assert_eq!(t.row(1), vec![Value::Int64(1), Value::Text("x".into())]);
         assert!(t.column(1).validity.is_none(), "no nulls left means no validity vector");
+    }
+
+    #[test]
+    fn concat_of_dictionary_text_is_plain_and_equal() {
+        let a = build(&[(1, Some("x")), (2, None), (3, Some("x"))]);
+        let b = build(&[(4, Some("yy"))]);
+        let coded = |batch: &Batch| {
+            let column = batch.column(1);
+            let ColumnValues::Text(t) = &column.values else { unreachable!() };
+            let dictionary = t.to_dictionary(column.validity.as_deref()).expect("values repeat");
+            Batch::try_new(&schema(), vec![batch.column(0).clone(), Column::new(ColumnValues::Text(dictionary), column.validity.clone())])
+                .expect("valid")
+        };
+        let (ca, cb) = (coded(&a), coded(&a));
+        let c = Batch::concat(&schema(), &[&ca, &b, &cb, &a]);
+        let plain = Batch::concat(&schema(), &[&a, &b, &a, &a]);
+        assert_eq!(c.rows(), 10);
+        for row in 0..10 {
+            assert_eq!(c.row(row), plain.row(row), "row {row}");
+        }
+        let ColumnValues::Text(t) = &c.column(1).values else { unreachable!() };
+        assert!(t.codes.is_none());
+        assert_eq!(t.data.len(), 8, "each value copied once, null rows empty");
     }
 
     #[test]

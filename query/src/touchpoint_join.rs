@@ -376,11 +376,11 @@ pub(crate) fn memtable_run(schema: &Schema, batches: &[Arc<Batch>], spec: &JoinS
     let defs = read.iter().map(|&c| schema.columns[c].clone()).collect();
     let internal = |e: String| DataFusionError::Internal(format!("attribution: memtable columns: {e}"));
     let projected = Schema::new(&schema.name, defs, vec![0, 1, 2], Vec::new()).map_err(|e| internal(e.to_string()))?;
-    let parts: Vec<Batch> = batches
+    let columns = read
         .iter()
-        .map(|b| Batch::try_new(&projected, read.iter().map(|&c| b.column(c).clone()).collect()).map_err(internal))
-        .collect::<Result<_>>()?;
-    let all = Batch::concat(&projected, &parts.iter().collect::<Vec<&Batch>>());
+        .map(|&c| Column::concat(schema.columns[c].ty, &batches.iter().map(|b| b.column(c)).collect::<Vec<&Column>>()))
+        .collect();
+    let all = Batch::try_new(&projected, columns).map_err(internal)?;
     let sorted = lookback_storage::sort::sort_batch(&projected, &all);
     let columns = sorted.into_columns().into_iter().map(BlockColumnOrColumn::Column).collect();
     Chunk::new(columns, spec)

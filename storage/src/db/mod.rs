@@ -202,7 +202,7 @@ impl Db {
             }
         }
         let index: u64 = snap.segments.iter().map(|s| s.index_bytes()).sum();
-        out.push(("(bitmap indexes)".to_string(), index));
+        out.push(("(indexes: bitmaps, fingerprints)".to_string(), index));
         Ok(out)
     }
 
