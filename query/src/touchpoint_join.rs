@@ -341,6 +341,9 @@ pub struct JoinSpec {
     pub revenue: bool,
     /// Only this app_id.
     pub app: Option<Vec<u8>>,
+    /// Only rows with `from <= ts <= to`. For point lookups only (ranges of one key): a
+    /// cursor seeks to `(lower, from)` and ends at the first row past `to`.
+    pub ts_window: Option<(i64, i64)>,
 }
 
 impl JoinSpec {
@@ -464,8 +467,10 @@ struct Cursor<'s, 'r> {
 impl<'s, 'r> Cursor<'s, 'r> {
     fn start(run: &'r Run<'s>, lower: Option<&Key>, upper: Option<&Key>, spec: &JoinSpec) -> Result<Cursor<'s, 'r>> {
         let mut cursor = Cursor { run, next_block: 0, chunk: None, pos: 0 };
+        let floor = spec.ts_window.map(|(from, _)| from);
         if let (Run::Segment(segment), Some(lower)) = (run, lower) {
-            cursor.next_block = first_not(0..segment.block_count(), |b| block_below(segment, b, spec, lower));
+            let below = |b: usize| block_below(segment, b, spec, lower) || floor.is_some_and(|f| block_of_key_below(segment, b, spec, lower, f));
+            cursor.next_block = first_not(0..segment.block_count(), below);
             // Nothing of the range in this run (a point lookup of a device it lacks): no read.
             let past = cursor.next_block >= segment.block_count()
                 || upper.is_some_and(|u| block_at_or_above(segment, cursor.next_block, spec, u));
@@ -478,7 +483,11 @@ impl<'s, 'r> Cursor<'s, 'r> {
         if let Some(lower) = lower {
             while let Some(chunk) = cursor.chunk.clone() {
                 // Rows are in key order: binary search.
-                let skip = first_not(cursor.pos..chunk.rows, |r| chunk.key(r) < lower.as_ref());
+                let below = |r: usize| {
+                    let key = chunk.key(r);
+                    key < lower.as_ref() || (key == lower.as_ref() && floor.is_some_and(|f| chunk.ts[r] < f))
+                };
+                let skip = first_not(cursor.pos..chunk.rows, below);
                 cursor.pos = skip;
                 if skip < chunk.rows {
                     break;
@@ -541,6 +550,9 @@ impl<'s, 'r> Cursor<'s, 'r> {
                     end += 1;
                 }
             }
+            // A point lookup's window ends the cursor at its first row past `to`.
+            let past = spec.ts_window.and_then(|(_, to)| (self.pos..end).find(|&r| chunk.ts[r] > to));
+            let end = past.unwrap_or(end);
             let flagged = (self.pos..end).filter(|&r| chunk.flags[r] != 0);
             let mut any = false;
             for row in flagged {
@@ -551,6 +563,11 @@ impl<'s, 'r> Cursor<'s, 'r> {
                 journey.pins.push(chunk.clone());
             }
             self.pos = end;
+            if past.is_some() {
+                self.chunk = None;
+                self.next_block = usize::MAX;
+                return Ok(());
+            }
             if end < chunk.rows {
                 return Ok(());
             }
@@ -613,6 +630,20 @@ fn block_at_or_above(segment: &Segment, block: usize, spec: &JoinSpec, upper: &K
             }
         }
     }
+}
+
+/// Whether every row of `block` is `lower`'s key with ts below `floor`, from its zone maps
+/// (false when unsure): the blocks of a long journey a point lookup's window skips.
+fn block_of_key_below(segment: &Segment, block: usize, spec: &JoinSpec, lower: &Key, floor: i64) -> bool {
+    let Some(device) = &lower.device else { return false };
+    let Some((app_min, app_max)) = app_bounds(segment, block, spec) else { return false };
+    let devices = segment.zone_map(block, spec.columns.device_id);
+    let only_key = app_min == lower.app
+        && app_max == lower.app
+        && devices.null_count == 0
+        && zone_text(&devices.min).as_ref() == Some(device)
+        && zone_text(&devices.max).as_ref() == Some(device);
+    only_key && matches!(segment.zone_map(block, spec.columns.ts).max, Some(Value::Timestamp(max)) if max < floor)
 }
 
 /// Whether every row of `block` is below `lower`, from its zone maps (false when unsure).

@@ -314,7 +314,7 @@ async fn check_all(ctx: &SessionContext, dir: &Path, layout: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_model_equals_the_reference_implementation() {
     let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir.path().join("db"), 64);
+    let db = open(&dir.path().join("db"), 16);
     let events = generate(7, 3_000);
     write_csv(&events, &dir.path().join("events.csv"));
     let ctx = lookback_query::session_context(&db, "lookback").unwrap();

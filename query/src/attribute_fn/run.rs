@@ -373,7 +373,7 @@ pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usiz
         Mode::Rows { projection } => projection.contains(&column),
         Mode::Channels => true,
     };
-    let spec = JoinSpec {
+    let mut spec = JoinSpec {
         columns: JoinColumns::of(&snapshot.schema)?,
         conversions: Conversions(params.conversion.clone()),
         fingerprints: params.probabilistic_window_us > 0,
@@ -381,6 +381,7 @@ pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usiz
         campaign: wants(output::CAMPAIGN),
         revenue: wants(output::REVENUE),
         app: params.app.as_ref().map(|a| a.as_bytes().to_vec()),
+        ts_window: None,
     };
     // A narrow time range of a rule model visits only the journeys of its conversions (point
     // lookups); anything wider, and Markov and Shapley (which need every device's remaining
@@ -390,6 +391,12 @@ pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usiz
         _ => None,
     };
     let runs = runs(snapshot, &spec)?;
+    if let (Some(_), Some(since), Some(until)) = (&points, params.since_us, params.until_us) {
+        // A rule model needs of each journey only its conversions in [since, until) and their
+        // candidates, at most the widest window earlier: long journeys are read in that part.
+        let widest = params.windows.click_us.max(params.windows.view_us);
+        spec.ts_window = Some((since.saturating_sub(widest), until.saturating_sub(1)));
+    }
     let bounds: Vec<(Option<Key>, Option<Key>)> = match points {
         Some(keys) => keys.into_iter().map(|k| (Some(key_successor(&k)), Some(k))).map(|(u, l)| (l, u)).collect(),
         None => {
@@ -455,7 +462,7 @@ fn fingerprint_pass(runs: &[crate::touchpoint_join::Run<'_>], spec: &JoinSpec, p
     }
     let earliest = pending.iter().map(|p| p.ts.saturating_sub(widest)).min().unwrap_or(i64::MIN);
     let latest = pending.iter().map(|p| p.ts).max().unwrap_or(i64::MAX);
-    let all = JoinSpec { conversions: Conversions(Vec::new()), app: spec.app.clone(), ..*spec };
+    let all = JoinSpec { conversions: Conversions(Vec::new()), app: spec.app.clone(), ts_window: None, ..*spec };
     let probe = FingerprintProbe { hashes: &hashes, earliest, latest };
     let mut key: FingerprintKey = Default::default();
     for_each_fingerprint_touch(runs, &all, &probe, |chunk, at| {
