@@ -46,16 +46,46 @@ const COLUMN_BLOCK_META_BYTES_MIN: usize = 31;
 const BITMAP_ENTRY_BYTES_MIN: usize = 25;
 const DICTIONARY_ENTRY_BYTES: usize = 27;
 
-/// Where one column's segment dictionary lies (see `dictionary.rs` for its bytes).
-#[derive(Clone, Debug)]
-pub(crate) struct DictionaryMeta {
-    pub column: usize,
-    pub entries: u32,
+/// Where a stored section (a dictionary, a bitmap, the fingerprint index) lies and how to
+/// check and expand it. On disk: `u64 offset, u32 stored_len, u32 raw_len, u8 compression,
+/// u32 crc32` (of the stored bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Section {
     pub offset: u64,
     pub stored_len: u32,
     pub raw_len: u32,
     pub compression: u8,
     pub crc32: u32,
+}
+
+impl Section {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.stored_len.to_le_bytes());
+        out.extend_from_slice(&self.raw_len.to_le_bytes());
+        out.push(self.compression);
+        out.extend_from_slice(&self.crc32.to_le_bytes());
+    }
+
+    fn decode(r: &mut ByteReader<'_>) -> Result<Section> {
+        let section = Section {
+            offset: read(r.u64())?,
+            stored_len: read(r.u32())?,
+            raw_len: read(r.u32())?,
+            compression: read(r.u8())?,
+            crc32: read(r.u32())?,
+        };
+        check_compression(section.compression, section.stored_len, section.raw_len)?;
+        Ok(section)
+    }
+}
+
+/// Where one column's segment dictionary lies (see `dictionary.rs` for its bytes).
+#[derive(Clone, Debug)]
+pub(crate) struct DictionaryMeta {
+    pub column: usize,
+    pub entries: u32,
+    pub section: Section,
 }
 
 #[derive(Clone, Debug)]
@@ -78,12 +108,7 @@ pub(crate) struct ColumnBlockMeta {
 #[derive(Clone, Debug)]
 pub(crate) struct BitmapEntry {
     pub value: String,
-    pub offset: u64,
-    /// Stored bytes.
-    pub len: u32,
-    pub raw_len: u32,
-    pub compression: u8,
-    pub crc32: u32,
+    pub section: Section,
 }
 
 /// Where the fingerprint index lies (see `fingerprint.rs` for its bytes).
@@ -93,11 +118,7 @@ pub(crate) struct FingerprintMeta {
     pub columns: [usize; 3],
     /// (hash, block) entries.
     pub entries: u32,
-    pub offset: u64,
-    pub stored_len: u32,
-    pub raw_len: u32,
-    pub compression: u8,
-    pub crc32: u32,
+    pub section: Section,
 }
 
 /// The bitmaps of one column, entries sorted by value (byte-wise), values distinct.
@@ -141,7 +162,7 @@ impl Footer {
             bytes[i % columns] += m.stored_len as u64;
         }
         for d in &self.dictionaries {
-            bytes[d.column] += d.stored_len as u64;
+            bytes[d.column] += d.section.stored_len as u64;
         }
         bytes
     }
@@ -183,11 +204,7 @@ impl Footer {
                 out.extend_from_slice(&(c as u16).to_le_bytes());
             }
             out.extend_from_slice(&f.entries.to_le_bytes());
-            out.extend_from_slice(&f.offset.to_le_bytes());
-            out.extend_from_slice(&f.stored_len.to_le_bytes());
-            out.extend_from_slice(&f.raw_len.to_le_bytes());
-            out.push(f.compression);
-            out.extend_from_slice(&f.crc32.to_le_bytes());
+            f.section.encode(&mut out);
         }
         out
     }
@@ -237,12 +254,12 @@ impl Footer {
     /// order), then the fingerprint index exactly tile `[data_start, footer_offset)`: every data byte is covered by one
     /// checksum.
     pub(crate) fn check_layout(&self, data_start: u64, footer_offset: u64) -> Result<()> {
-        let dictionary_spans = self.dictionaries.iter().map(|d| (d.offset, d.stored_len));
+        let dictionary_spans = self.dictionaries.iter().map(|d| (d.section.offset, d.section.stored_len));
         let column_spans = self.column_blocks.iter().map(|m| (m.offset, m.stored_len));
         let bitmap_spans =
-            self.bitmaps.iter().flat_map(|b| b.entries.iter()).map(|e| (e.offset, e.len));
+            self.bitmaps.iter().flat_map(|b| b.entries.iter()).map(|e| (e.section.offset, e.section.stored_len));
         let mut cursor = data_start;
-        let fingerprint_span = self.fingerprint.iter().map(|f| (f.offset, f.stored_len));
+        let fingerprint_span = self.fingerprint.iter().map(|f| (f.section.offset, f.section.stored_len));
         for (offset, len) in dictionary_spans.chain(column_spans).chain(bitmap_spans).chain(fingerprint_span) {
             if offset != cursor {
                 return Err(format!("data at offset {offset}, expected {cursor}"));
@@ -290,11 +307,7 @@ fn decode_blocks(r: &mut ByteReader<'_>, rows: u64) -> Result<Vec<BlockMeta>> {
 fn encode_dictionary(out: &mut Vec<u8>, d: &DictionaryMeta) {
     out.extend_from_slice(&(d.column as u16).to_le_bytes());
     out.extend_from_slice(&d.entries.to_le_bytes());
-    out.extend_from_slice(&d.offset.to_le_bytes());
-    out.extend_from_slice(&d.stored_len.to_le_bytes());
-    out.extend_from_slice(&d.raw_len.to_le_bytes());
-    out.push(d.compression);
-    out.extend_from_slice(&d.crc32.to_le_bytes());
+    d.section.encode(out);
 }
 
 fn decode_dictionaries(r: &mut ByteReader<'_>, schema: &Schema, rows: u64) -> Result<Vec<DictionaryMeta>> {
@@ -305,21 +318,12 @@ fn decode_dictionaries(r: &mut ByteReader<'_>, schema: &Schema, rows: u64) -> Re
     let entries_max = (rows as usize).min(SEGMENT_DICTIONARY_ENTRIES_MAX) as u64;
     let mut dictionaries: Vec<DictionaryMeta> = Vec::with_capacity(count);
     for _ in 0..count {
-        let d = DictionaryMeta {
-            column: read(r.u16())? as usize,
-            entries: read(r.u32())?,
-            offset: read(r.u64())?,
-            stored_len: read(r.u32())?,
-            raw_len: read(r.u32())?,
-            compression: read(r.u8())?,
-            crc32: read(r.u32())?,
-        };
+        let d = DictionaryMeta { column: read(r.u16())? as usize, entries: read(r.u32())?, section: Section::decode(r)? };
         let text = schema.columns.get(d.column).is_some_and(|c| c.ty == ColumnType::Text);
         let increasing = dictionaries.last().is_none_or(|last| last.column < d.column);
         if !text || !increasing || d.entries == 0 || d.entries as u64 > entries_max {
             return Err(format!("dictionary of column {} with {} entries", d.column, d.entries));
         }
-        check_compression(d.compression, d.stored_len, d.raw_len)?;
         dictionaries.push(d);
     }
     Ok(dictionaries)
@@ -369,11 +373,7 @@ fn encode_bitmap_index(out: &mut Vec<u8>, index: &BitmapIndex) {
     for e in &index.entries {
         out.extend_from_slice(&(e.value.len() as u32).to_le_bytes());
         out.extend_from_slice(e.value.as_bytes());
-        out.extend_from_slice(&e.offset.to_le_bytes());
-        out.extend_from_slice(&e.len.to_le_bytes());
-        out.extend_from_slice(&e.raw_len.to_le_bytes());
-        out.push(e.compression);
-        out.extend_from_slice(&e.crc32.to_le_bytes());
+        e.section.encode(out);
     }
 }
 
@@ -406,10 +406,7 @@ fn decode_bitmap_entries(r: &mut ByteReader<'_>) -> Result<Vec<BitmapEntry>> {
         if entries.last().is_some_and(|last| last.value.as_bytes() >= value.as_bytes()) {
             return Err(format!("bitmap value {value:?} out of order"));
         }
-        let (offset, len, raw_len) = (read(r.u64())?, read(r.u32())?, read(r.u32())?);
-        let (compression, crc32) = (read(r.u8())?, read(r.u32())?);
-        check_compression(compression, len, raw_len)?;
-        entries.push(BitmapEntry { value, offset, len, raw_len, compression, crc32 });
+        entries.push(BitmapEntry { value, section: Section::decode(r)? });
     }
     Ok(entries)
 }
@@ -426,19 +423,10 @@ fn decode_fingerprint(r: &mut ByteReader<'_>, schema: &Schema, rows: u64) -> Res
     if !columns.iter().all(|&c| text(c)) || !distinct {
         return Err(format!("fingerprint columns {columns:?}"));
     }
-    let meta = FingerprintMeta {
-        columns,
-        entries: read(r.u32())?,
-        offset: read(r.u64())?,
-        stored_len: read(r.u32())?,
-        raw_len: read(r.u32())?,
-        compression: read(r.u8())?,
-        crc32: read(r.u32())?,
-    };
+    let meta = FingerprintMeta { columns, entries: read(r.u32())?, section: Section::decode(r)? };
     if meta.entries as u64 > rows {
         return Err(format!("fingerprint index of {} entries in {rows} rows", meta.entries));
     }
-    check_compression(meta.compression, meta.stored_len, meta.raw_len)?;
     Ok(Some(meta))
 }
 

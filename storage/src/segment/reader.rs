@@ -13,7 +13,7 @@ use super::dictionary;
 use super::dictionary::TextDictionary;
 use super::encoding::{decode_block, decode_block_codes, uses_segment_dictionary, COMPRESSION_ZSTD};
 use super::fingerprint::FingerprintIndex;
-use super::footer::{ColumnBlockMeta, DictionaryMeta, Footer};
+use super::footer::{ColumnBlockMeta, DictionaryMeta, Footer, Section};
 use super::{
     SegmentInfo, ZoneMap, FOOTER_BYTES_MAX, HEADER_BYTES, SEGMENT_FORMAT_VERSION, SEGMENT_FORMAT_VERSION_MIN,
     SEGMENT_MAGIC, TRAILER_BYTES,
@@ -123,8 +123,8 @@ impl Segment {
 
     /// Bytes of the index sections (bitmaps and the fingerprint index).
     pub fn index_bytes(&self) -> u64 {
-        let bitmaps: u64 = self.footer.bitmaps.iter().flat_map(|b| &b.entries).map(|e| e.len as u64).sum();
-        bitmaps + self.footer.fingerprint.as_ref().map_or(0, |f| f.stored_len as u64)
+        let bitmaps: u64 = self.footer.bitmaps.iter().flat_map(|b| &b.entries).map(|e| e.section.stored_len as u64).sum();
+        bitmaps + self.footer.fingerprint.as_ref().map_or(0, |f| f.section.stored_len as u64)
     }
 
     pub fn block_count(&self) -> usize {
@@ -231,12 +231,12 @@ impl Segment {
         let meta = &self.footer.dictionaries[i];
         let decoded = self.dictionaries[i].get_or_init(|| self.decode_dictionary(meta));
         decoded.as_ref().map_err(|reason| {
-            StorageError::corrupt(&self.path, meta.offset, format!("dictionary of column {name}: {reason}"))
+            StorageError::corrupt(&self.path, meta.section.offset, format!("dictionary of column {name}: {reason}"))
         })
     }
 
     fn decode_dictionary(&self, meta: &DictionaryMeta) -> Result<TextDictionary, String> {
-        let raw = self.checked_raw(meta.offset, meta.stored_len, meta.raw_len, meta.compression, meta.crc32)?;
+        let raw = self.checked_raw(&meta.section)?;
         let text = dictionary::decode(&raw, meta.entries as usize).map_err(|e| e.0)?;
         if text.len() != meta.entries as usize {
             return Err(format!("{} entries, footer says {}", text.len(), meta.entries));
@@ -245,7 +245,8 @@ impl Segment {
     }
 
     /// The raw bytes of a stored section: crc32 verified, decompressed, length checked.
-    fn checked_raw(&self, offset: u64, stored_len: u32, raw_len: u32, compression: u8, crc: u32) -> Result<Cow<'_, [u8]>, String> {
+    fn checked_raw(&self, section: &Section) -> Result<Cow<'_, [u8]>, String> {
+        let Section { offset, stored_len, raw_len, compression, crc32: crc } = *section;
         let stored = span(&self.map, offset, stored_len).ok_or("outside the file")?;
         let actual = crc32(stored);
         if actual != crc {
@@ -274,12 +275,12 @@ impl Segment {
     pub fn fingerprint_index(&self) -> Result<Option<&FingerprintIndex>, StorageError> {
         let Some(meta) = &self.footer.fingerprint else { return Ok(None) };
         let decoded = self.fingerprint.get_or_init(|| {
-            let raw = self.checked_raw(meta.offset, meta.stored_len, meta.raw_len, meta.compression, meta.crc32)?;
+            let raw = self.checked_raw(&meta.section)?;
             FingerprintIndex::decode(&raw, meta.entries, self.footer.blocks.len()).map_err(|e| e.0)
         });
         match decoded {
             Ok(index) => Ok(Some(index)),
-            Err(reason) => Err(StorageError::corrupt(&self.path, meta.offset, format!("fingerprint index: {reason}"))),
+            Err(reason) => Err(StorageError::corrupt(&self.path, meta.section.offset, format!("fingerprint index: {reason}"))),
         }
     }
 
@@ -312,9 +313,9 @@ impl Segment {
         let Ok(i) = found else { return Ok(Some(RoaringBitmap::new())) };
         let entry = &index.entries[i];
         let corrupt = |reason: String| {
-            StorageError::corrupt(&self.path, entry.offset, format!("bitmap {value:?}: {reason}"))
+            StorageError::corrupt(&self.path, entry.section.offset, format!("bitmap {value:?}: {reason}"))
         };
-        let raw = self.checked_raw(entry.offset, entry.len, entry.raw_len, entry.compression, entry.crc32).map_err(corrupt)?;
+        let raw = self.checked_raw(&entry.section).map_err(corrupt)?;
         bitmap::decode(&raw, self.footer.rows).map(Some).map_err(|e| corrupt(e.0))
     }
 

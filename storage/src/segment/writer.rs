@@ -14,7 +14,7 @@ use super::dictionary;
 use super::encoding::{encode_candidates, BlockSlice, DenseValues, COMPRESSION_NONE, COMPRESSION_ZSTD};
 use super::rows::SegmentRows;
 use super::fingerprint::FingerprintIndex;
-use super::footer::{BitmapEntry, BitmapIndex, BlockMeta, ColumnBlockMeta, DictionaryMeta, FingerprintMeta, Footer};
+use super::footer::{BitmapEntry, BitmapIndex, BlockMeta, ColumnBlockMeta, DictionaryMeta, FingerprintMeta, Footer, Section};
 use super::{
     SegmentInfo, SegmentSummary, SegmentWriteOptions, ZoneMap, BLOCK_ROWS_MAX,
     COLUMN_BLOCK_RAW_BYTES_MAX, FOOTER_BYTES_MAX, HEADER_BYTES, SEGMENT_FORMAT_VERSION,
@@ -264,20 +264,8 @@ fn write_dictionaries(
         if raw.len() > COLUMN_BLOCK_RAW_BYTES_MAX {
             continue;
         }
-        let compressed = compressors
-            .compress(&raw)
-            .map_err(|e| StorageError::io(format!("{}: {what}", out.path.display()), e))?;
-        let (compression, stored) = stored_form(&raw, Some(compressed));
-        metas.push(DictionaryMeta {
-            column: c,
-            entries: entries.len() as u32,
-            offset: out.written,
-            stored_len: stored.len() as u32,
-            raw_len: raw.len() as u32,
-            compression,
-            crc32: crc32(&stored),
-        });
-        out.write(&stored, &what)?;
+        let section = write_section(out, &raw, compressors, &what)?;
+        metas.push(DictionaryMeta { column: c, entries: entries.len() as u32, section });
         with_codes[c] = true;
     }
     Ok((metas, with_codes))
@@ -459,20 +447,8 @@ fn write_bitmaps(
         let what = format!("write bitmap column {column}");
         let mut entries = Vec::with_capacity(bitmaps.len());
         for (value, raw) in bitmaps {
-            let (_, raw, compressed) = compressors
-                .smallest(vec![(0, raw)])
-                .map_err(|e| StorageError::io(format!("{}: {what}", out.path.display()), e))?;
-            let (compression, stored) = stored_form(&raw, compressed);
-            let entry = BitmapEntry {
-                value,
-                offset: out.written,
-                len: stored.len() as u32,
-                raw_len: raw.len() as u32,
-                compression,
-                crc32: crc32(&stored),
-            };
-            out.write(&stored, &what)?;
-            entries.push(entry);
+            let section = write_section(out, &raw, compressors, &what)?;
+            entries.push(BitmapEntry { value, section });
         }
         indexes.push(BitmapIndex { column, entries });
     }
@@ -496,17 +472,16 @@ fn write_fingerprint(
     if raw.len() > COLUMN_BLOCK_RAW_BYTES_MAX {
         return Err(StorageError::io(format!("{}: {what}", out.path.display()), too_large(raw.len())));
     }
-    let compressed = compressors.compress(&raw).map_err(|e| StorageError::io(format!("{}: {what}", out.path.display()), e))?;
-    let (compression, stored) = stored_form(&raw, Some(compressed));
-    let meta = FingerprintMeta {
-        columns,
-        entries: index.len() as u32,
-        offset: out.written,
-        stored_len: stored.len() as u32,
-        raw_len: raw.len() as u32,
-        compression,
-        crc32: crc32(&stored),
-    };
+    let section = write_section(out, &raw, compressors, what)?;
+    Ok(FingerprintMeta { columns, entries: index.len() as u32, section })
+}
+
+/// Compresses `raw` (kept raw when zstd does not shrink it), appends it and returns where it
+/// lies: a dictionary, a bitmap or the fingerprint index.
+fn write_section(out: &mut Output<'_>, raw: &[u8], compressors: &mut Compressors, what: &str) -> Result<Section, StorageError> {
+    let compressed = compressors.compress(raw).map_err(|e| StorageError::io(format!("{}: {what}", out.path.display()), e))?;
+    let (compression, stored) = stored_form(raw, Some(compressed));
+    let section = Section { offset: out.written, stored_len: stored.len() as u32, raw_len: raw.len() as u32, compression, crc32: crc32(&stored) };
     out.write(&stored, what)?;
-    Ok(meta)
+    Ok(section)
 }
