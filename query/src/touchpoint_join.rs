@@ -348,7 +348,7 @@ pub struct JoinSpec {
 
 impl JoinSpec {
     /// The columns read, in [`Chunk::new`]'s order.
-    pub(crate) fn read_list(&self) -> Vec<usize> {
+    fn read_list(&self) -> Vec<usize> {
         let c = &self.columns;
         let mut list = vec![c.app_id, c.device_id, c.ts, c.event_type, c.event_id];
         let optional = [(self.channel, c.channel), (self.campaign, c.campaign), (self.revenue, c.revenue)];

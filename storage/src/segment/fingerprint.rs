@@ -74,13 +74,16 @@ impl FingerprintIndex {
     /// (`None`: a key value is null).
     pub fn build(hashes: impl Iterator<Item = Option<u32>>, block_rows: usize) -> FingerprintIndex {
         assert!(block_rows > 0, "fingerprint index: blocks have rows");
-        let full: Vec<(u32, u32)> =
-            hashes.enumerate().filter_map(|(row, h)| h.map(|h| (h, (row / block_rows) as u32))).collect();
-        let mut distinct: Vec<u32> = full.iter().map(|&(h, _)| h).collect();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let hash_bits = hash_bits_for(distinct.len());
-        let mut pairs: Vec<u64> = full.iter().map(|&(h, b)| ((cut(h, hash_bits) as u64) << 32) | b as u64).collect();
+        let mut pairs: Vec<u64> =
+            hashes.enumerate().filter_map(|(row, h)| h.map(|h| ((h as u64) << 32) | (row / block_rows) as u64)).collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let distinct = 1 + pairs.windows(2).filter(|w| w[0] >> 32 != w[1] >> 32).count();
+        let hash_bits = hash_bits_for(if pairs.is_empty() { 0 } else { distinct });
+        // Keys whose cut hashes collide interleave their blocks: sort the (fewer) pairs again.
+        for pair in pairs.iter_mut() {
+            *pair = ((cut((*pair >> 32) as u32, hash_bits) as u64) << 32) | (*pair & u32::MAX as u64);
+        }
         pairs.sort_unstable();
         pairs.dedup();
         FingerprintIndex {
