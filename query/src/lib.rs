@@ -44,6 +44,8 @@ pub fn session_context(db: &Arc<Db>, database: &str) -> Result<SessionContext> {
         .with_physical_optimizer_rule(Arc::new(code_aggregate::CodeAggregation))
         // attribute(...) and attribute_channels(...) in FROM, with named arguments.
         .with_relation_planners(vec![Arc::new(attribute_fn::AttributionPlanner { db: db.clone() })])
+        // ... and with bind parameters in their arguments, once the values are bound.
+        .with_analyzer_rule(Arc::new(attribute_fn::call::ResolveAttributeCalls { db: db.clone() }))
         .build();
     let mut ctx = SessionContext::new_with_state(state);
     // JSON in text columns (`properties`): json_get_str(...) and friends, and the `->`, `->>`

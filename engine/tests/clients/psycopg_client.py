@@ -49,6 +49,11 @@ def main(port: int) -> None:
     cur.execute("SELECT b, i, f, t, ts FROM py_types WHERE t = %s", ("héllo, wörld",), binary=True)
     assert cur.fetchone() == (True, 9_007_199_254_740_993, 2.5, "héllo, wörld", ts1)
 
+    # An untyped NULL parameter (psycopg sends None with no type) keeps its place: the later
+    # parameters do not shift left.
+    cur.execute("SELECT %s, %s, %s", (None, "x", None))
+    assert cur.fetchone() == (None, "x", None)
+
     # Parametrized query, prepared once and run many times.
     for i in range(5):
         cur.execute("SELECT count(*) FROM py_types WHERE t <> %s AND %s >= 0", ("nope", i), prepare=True)
@@ -90,9 +95,57 @@ def main(port: int) -> None:
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
 
+    attribution_with_parameters(cur)
+
     cur.execute("DROP TABLE py_types")
     conn.close()
     print("psycopg: ok")
+
+
+def attribution_with_parameters(cur) -> None:
+    """attribute(...) and attribute_channels(...) with bound arguments: text, timestamps,
+    intervals (timedelta), integers and NULL, once and prepared; bad values get 22023."""
+    click = dt.datetime(2026, 10, 1, 10, 0, tzinfo=UTC)
+    install = dt.datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
+    cur.execute(
+        "INSERT INTO events (event_id, app_id, ts, event_type, device_id, channel, campaign, revenue) VALUES"
+        " (%s, 'py.attr', %s, 'click', 'pd1', 'meta', 'm1', NULL),"
+        " (%s, 'py.attr', %s, 'install', 'pd1', NULL, NULL, 3.5)",
+        (str(uuid.UUID(int=0xB1)), click, str(uuid.UUID(int=0xB2)), install),
+    )
+    one = "SELECT channel, campaign, credit, revenue FROM attribute(model => %s, app => %s, since => %s, until => %s)"
+    window = (install, install + dt.timedelta(microseconds=1))
+    for prepare in (False, True, True, True, True, True):
+        cur.execute(one, ("last_touch", "py.attr", *window), prepare=prepare)
+        assert cur.fetchall() == [("meta", "m1", 1.0, 3.5)]
+    # A one-hour click window (a timedelta) leaves the click two hours before out: organic.
+    cur.execute(
+        "SELECT channel, credit FROM attribute(app => %s, click_window => %s, since => %s, until => %s)",
+        ("py.attr", dt.timedelta(hours=1), *window),
+    )
+    assert cur.fetchall() == [("organic", 1.0)]
+    # Strings for intervals and timestamps, as in SQL; NULL for an argument is its default.
+    cur.execute(
+        "SELECT channel FROM attribute(app => %s, click_window => %s, view_window => %s, since => %s)",
+        ("py.attr", "3 hours", None, "2026-10-01 11:00:00"),
+    )
+    assert cur.fetchall() == [("meta",)]
+    cur.execute(
+        "SELECT channel, conversions, revenue FROM attribute_channels(model => %s, app => %s, markov_order => %s)",
+        ("markov", "py.attr", 2),
+    )
+    assert cur.fetchall() == [("meta", 1.0, 3.5)]
+    for params, says in [
+        (("nope", "py.attr", *window), "unknown model 'nope'"),
+        (("last_touch", "py.attr", "yesterday-ish", install), "since must be a timestamp"),
+    ]:
+        try:
+            cur.execute(one, params)
+        except psycopg.Error as e:
+            assert e.sqlstate == "22023", (params, e.sqlstate, str(e))
+            assert says in str(e), (says, str(e))
+        else:
+            raise AssertionError(f"attribute(...) with {params} did not fail")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 //! Planning: a DataFusion `RelationPlanner` ([`AttributionPlanner`]) takes the two function
 //! calls in FROM, with PostgreSQL named notation (`model => 'linear'`) or positional arguments
 //! (DataFusion's default table-function path accepts no names), folds each argument to a
-//! constant ([`args`]) and plans a scan of an [`AttributionTable`]. Its scan is
+//! constant ([`args`]) and plans a scan of an [`AttributionTable`] (a call with bind
+//! parameters waits for their values as an [`call::AttributeCall`] node). Its scan is
 //! [`AttributeExec`]: it takes a snapshot of `events` and runs the touchpoint join and the
 //! models ([`run`]) on blocking threads, streaming rows as they are produced.
 
 pub mod args;
+pub mod call;
 pub mod output;
 pub mod run;
 
@@ -17,13 +19,15 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::DFSchema;
-use datafusion::datasource::{provider_as_source, TableProvider, TableType};
+use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::planner::{PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning};
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, FunctionArg, FunctionArgExpr, TableFactor};
@@ -93,9 +97,7 @@ impl RelationPlanner for AttributionPlanner {
             }
             positional[slot] = Some(context.sql_to_expr(expr.clone(), &DFSchema::empty())?);
         }
-        let params = Params::parse(&function, &positional)?;
-        let table = AttributionTable::new(self.db.clone(), params, function == ATTRIBUTE_CHANNELS);
-        let plan = LogicalPlanBuilder::scan(function.as_str(), provider_as_source(Arc::new(table)), None)?.build()?;
+        let plan = call::AttributeCall::plan(&self.db, &function, positional)?;
         Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(plan, alias.clone()))))
     }
 }
@@ -110,11 +112,15 @@ pub struct AttributionTable {
 
 impl AttributionTable {
     pub fn new(db: Arc<Db>, params: Params, channels: bool) -> AttributionTable {
-        let schema = match channels {
+        AttributionTable { db, params, channels, schema: AttributionTable::schema_of(channels) }
+    }
+
+    /// The output schema of `attribute_channels(...)` (`channels`) or `attribute(...)`.
+    pub fn schema_of(channels: bool) -> SchemaRef {
+        match channels {
             true => output::channel_schema(),
             false => output::attribute_schema(),
-        };
-        AttributionTable { db, params, channels, schema }
+        }
     }
 }
 
@@ -165,6 +171,17 @@ impl TableProvider for AttributionTable {
             )?)),
             false => Ok(Arc::new(exec)),
         }
+    }
+}
+
+/// Runs `work` (blocking, at most milliseconds) on this thread; inside a multi-threaded tokio
+/// runtime the worker's other tasks move to another worker meanwhile.
+fn in_place<T>(work: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    match multi_thread {
+        true => tokio::task::block_in_place(work),
+        false => work(),
     }
 }
 
@@ -237,10 +254,29 @@ impl ExecutionPlan for AttributeExec {
             return Err(DataFusionError::Internal(format!("AttributeExec has no partition {partition}")));
         }
         let snapshot = self.db.snapshot(EVENTS_TABLE).map_err(|e| DataFusionError::from(crate::error::storage_error(e)))?;
-        let mut builder = RecordBatchReceiverStreamBuilder::new(self.properties.eq_properties.schema().clone(), OUTPUT_BATCHES_BUFFERED_MAX);
-        let tx = builder.tx();
+        let schema = self.properties.eq_properties.schema().clone();
         let (params, mode, threads) = (self.params.clone(), self.mode.clone(), self.threads);
-        builder.spawn_blocking(move || run::run(&snapshot, &params, &mode, threads, &tx));
+        // A point lookup (a few journeys, bounded work) runs here, on the thread that asked:
+        // handing a millisecond of work to a blocking thread and its rows back costs two thread
+        // wake-ups, which on a busy machine are most of such a query's latency tail.
+        let prepared = in_place(|| -> Result<std::result::Result<Vec<RecordBatch>, run::Prepared>> {
+            let prepared = run::prepare(&snapshot, &params, &mode)?;
+            if !prepared.is_point_lookup() {
+                return Ok(Err(prepared));
+            }
+            let poisoned = || DataFusionError::Internal("attribution: output lock poisoned".into());
+            let batches = std::sync::Mutex::new(Vec::new());
+            let emit = |batch| batches.lock().map(|mut b| b.push(batch)).map_err(|_| poisoned());
+            run::run(&snapshot, &params, &mode, prepared, 1, &emit)?;
+            Ok(Ok(batches.into_inner().map_err(|_| poisoned())?))
+        })?;
+        let prepared = match prepared {
+            Ok(batches) => return Ok(Box::pin(MemoryStream::try_new(batches, schema, None)?)),
+            Err(prepared) => prepared,
+        };
+        let mut builder = RecordBatchReceiverStreamBuilder::new(schema, OUTPUT_BATCHES_BUFFERED_MAX);
+        let tx = builder.tx();
+        builder.spawn_blocking(move || run::run(&snapshot, &params, &mode, prepared, threads, &run::channel_emit(&tx)));
         Ok(builder.build())
     }
 }

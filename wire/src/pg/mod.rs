@@ -27,6 +27,8 @@ use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryH
 use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::stmt::StoredStatement;
+use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers};
@@ -163,9 +165,52 @@ impl ExtendedQueryHandler for CancellableSession {
     {
         let flag = self.cancels.flag(client);
         let start = flag.count();
+        let patched = untyped_nulls_as_text(portal);
+        let portal = patched.as_ref().unwrap_or(portal);
         let response = ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows).await?;
         Ok(cancel::cancellable(response, &flag, start))
     }
+}
+
+/// A copy of `portal` whose NULL parameters of no known type are typed `text`, or None when
+/// it has none.
+///
+/// Why: a parameter the client leaves untyped (type 0, as psycopg sends `None`) and the plan
+/// cannot type (an argument of `attribute(...)`, `SELECT $1`) is decoded by the protocol
+/// library's fallback, which skips a NULL value instead of passing it on: every later
+/// parameter would then take its left neighbour's value. A NULL is a NULL whatever its type,
+/// so typing it `text` decodes it as one, in its place.
+fn untyped_nulls_as_text(portal: &Portal<<DfSessionService as ExtendedQueryHandler>::Statement>) -> Option<Portal<<DfSessionService as ExtendedQueryHandler>::Statement>> {
+    let (_, Some((_, plan))) = &portal.statement.statement else { return None };
+    let untyped_null = |i: usize| {
+        portal.parameters[i].is_none() && portal.statement.parameter_types.get(i).is_none_or(|t| t.is_none())
+    };
+    if !(0..portal.parameters.len()).any(untyped_null) {
+        return None;
+    }
+    let inferred = plan.get_parameter_types().ok()?;
+    let untyped = |i: usize| untyped_null(i) && inferred.get(&format!("${}", i + 1)).is_none_or(|t| t.is_none());
+    let mut types = portal.statement.parameter_types.clone();
+    types.resize(portal.parameters.len(), None);
+    let mut changed = false;
+    for (i, ty) in types.iter_mut().enumerate() {
+        if untyped(i) {
+            *ty = Some(Type::TEXT);
+            changed = true;
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let statement = StoredStatement::new(portal.statement.id.clone(), portal.statement.statement.clone(), types);
+    let mut patched = Portal::default();
+    patched.name = portal.name.clone();
+    patched.statement = Arc::new(statement);
+    patched.parameter_format = portal.parameter_format.clone();
+    patched.parameters = portal.parameters.clone();
+    patched.result_column_format = portal.result_column_format.clone();
+    patched.state = portal.state.clone();
+    Some(patched)
 }
 
 /// Gives query errors the SQLSTATE PostgreSQL would (drivers branch on it: a missing table is
