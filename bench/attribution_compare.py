@@ -257,9 +257,17 @@ def single_conversions(conn, run, args) -> tuple[dict, list]:
         raise StepError(f"lookback single-conversion query failed ({mode}): {type(e).__name__}: {e}\n"
                         f"  SQL: {SINGLE_SQL}") from e
     ms = [s * 1000 for s in samples]
+    # The floor of this machine and connection at the same moment: `SELECT 1` as many times
+    # (the VM's scheduling noise shows in its p99 as much as in the lookups').
+    control = []
+    for _ in samples:
+        started = time.perf_counter()
+        conn.execute("SELECT 1").fetchall()
+        control.append((time.perf_counter() - started) * 1000)
     result = {"conversions": len(samples), "parameters": mode, "sql": SINGLE_SQL,
               "p50_ms": round(percentile(ms, 50), 2), "p99_ms": round(percentile(ms, 99), 2),
-              "max_ms": round(max(ms), 2)}
+              "max_ms": round(max(ms), 2),
+              "select_1_p50_ms": round(percentile(control, 50), 2), "select_1_p99_ms": round(percentile(control, 99), 2)}
     log(f"single conversion: {result}")
     picked = [{"conversion_id": cid, "touch_id": None if row.get("touch_id") is None else str(row["touch_id"]).lower(),
                "channel": row.get("channel")} for cid, row in rows_by_conversion.items()]
@@ -566,6 +574,9 @@ def markdown(report: dict) -> str:
         lines.append(f"| one conversion (last_touch, app + [ts, ts + 1 µs), {single['conversions']} installs) "
                      f"| {fmt(single['p50_ms'], 2)} | {fmt(single['p99_ms'], 2)} | {fmt(single['max_ms'], 2)} "
                      f"| | | | | {agree} |")
+        if "select_1_p50_ms" in single:
+            lines.append(f"| `SELECT 1` on the same connection, as many times (the floor) "
+                         f"| {fmt(single['select_1_p50_ms'], 2)} | {fmt(single['select_1_p99_ms'], 2)} | | | | | | |")
     ingest = lookback.get("under_ingest")
     if ingest:
         lines += ["",

@@ -346,11 +346,10 @@ impl<'p> RangeState<'p> {
     }
 
     /// Sends the rows built so far when a batch is full (or `all`).
-    fn flush(&mut self, tx: &Sender<Result<RecordBatch>>, all: bool) -> Result<()> {
+    fn flush(&mut self, emit: Emit<'_>, all: bool) -> Result<()> {
         let Some(out) = self.out.as_mut() else { return Ok(()) };
         if out.rows() >= BATCH_ROWS || (all && out.rows() > 0) {
-            let batch = out.finish()?;
-            tx.blocking_send(Ok(batch)).map_err(|_| DataFusionError::Execution("attribution: the query was cancelled".into()))?;
+            emit(out.finish()?)?;
         }
         Ok(())
     }
@@ -366,9 +365,34 @@ fn kind_name(kind: TouchKind) -> &'static str {
 /// Threads one attribution uses at most.
 pub const ATTRIBUTION_THREADS_MAX: usize = 2;
 
-/// Runs an attribution over `snapshot`, sending `attribute(...)` rows (or the channel rows) to
-/// `tx`.
-pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usize, tx: &Sender<Result<RecordBatch>>) -> Result<()> {
+/// Where a run's output batches go: a channel to the query's stream, or a list. An error
+/// stops the run (the query was cancelled).
+pub type Emit<'e> = &'e (dyn Fn(RecordBatch) -> Result<()> + Sync);
+
+/// Emits into a channel from a blocking thread.
+pub fn channel_emit(tx: &Sender<Result<RecordBatch>>) -> impl Fn(RecordBatch) -> Result<()> + Sync + '_ {
+    |batch| tx.blocking_send(Ok(batch)).map_err(|_| DataFusionError::Execution("attribution: the query was cancelled".into()))
+}
+
+/// What a run reads, decided before it starts.
+pub struct Prepared {
+    spec: JoinSpec,
+    /// The journeys of a point lookup (a narrow time range of a rule model), in key order.
+    points: Option<Vec<Key>>,
+}
+
+impl Prepared {
+    /// Whether the run looks up at most [`crate::touchpoint_join::POINT_LOOKUPS_MAX`] journeys
+    /// (bounded work) instead of merging whole key ranges.
+    pub fn is_point_lookup(&self) -> bool {
+        self.points.is_some()
+    }
+}
+
+/// Decides what a run of `params` over `snapshot` reads: the columns, and for a narrow time
+/// range of a rule model the journeys of its conversions (point lookups). Anything wider, and
+/// Markov and Shapley (which need every device's remaining touchpoints), merge whole key ranges.
+pub fn prepare(snapshot: &TableSnapshot, params: &Params, mode: &Mode) -> Result<Prepared> {
     let wants = |column: usize| match mode {
         Mode::Rows { projection } => projection.contains(&column),
         Mode::Channels => true,
@@ -383,20 +407,24 @@ pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usiz
         app: params.app.as_ref().map(|a| a.as_bytes().to_vec()),
         ts_window: None,
     };
-    // A narrow time range of a rule model visits only the journeys of its conversions (point
-    // lookups); anything wider, and Markov and Shapley (which need every device's remaining
-    // touchpoints), merge whole key ranges.
     let points = match (params.model, params.since_us, params.until_us) {
         (ModelChoice::Rule(_), Some(since), Some(until)) => conversion_keys(snapshot, &spec, since, until)?,
         _ => None,
     };
-    let runs = runs(snapshot, &spec)?;
     if let (Some(_), Some(since), Some(until)) = (&points, params.since_us, params.until_us) {
         // A rule model needs of each journey only its conversions in [since, until) and their
         // candidates, at most the widest window earlier: long journeys are read in that part.
         let widest = params.windows.click_us.max(params.windows.view_us);
         spec.ts_window = Some((since.saturating_sub(widest), until.saturating_sub(1)));
     }
+    Ok(Prepared { spec, points })
+}
+
+/// Runs an attribution over `snapshot` as `prepared` says, emitting `attribute(...)` rows (or
+/// the channel rows).
+pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, prepared: Prepared, threads: usize, emit: Emit<'_>) -> Result<()> {
+    let Prepared { spec, points } = prepared;
+    let runs = runs(snapshot, &spec)?;
     let bounds: Vec<(Option<Key>, Option<Key>)> = match points {
         Some(keys) => keys.into_iter().map(|k| (Some(key_successor(&k)), Some(k))).map(|(u, l)| (l, u)).collect(),
         None => {
@@ -407,28 +435,32 @@ pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usiz
     let ranges: Vec<(Option<&Key>, Option<&Key>)> = bounds.iter().map(|(l, u)| (l.as_ref(), u.as_ref())).collect();
     let next = AtomicUsize::new(0);
     let states: Mutex<Vec<(usize, RangeState<'_>)>> = Mutex::new(Vec::new());
+    // Takes ranges in turn until none is left; each range's state is kept with its index.
+    let work = || -> Result<()> {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(lower, upper)) = ranges.get(i) else { return Ok(()) };
+            let mut state = RangeState::new(params, mode)?;
+            for_each_journey(&runs, &spec, lower, upper, |journey| {
+                state.journey(journey);
+                state.flush(emit, false)
+            })?;
+            state.flush(emit, true)?;
+            states.lock().map_err(|_| DataFusionError::Internal("attribution: a worker panicked".into()))?.push((i, state));
+        }
+    };
     let threads = threads.clamp(1, ATTRIBUTION_THREADS_MAX).min(ranges.len());
-    let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(lower, upper)) = ranges.get(i) else { return Ok(()) };
-                        let mut state = RangeState::new(params, mode)?;
-                        for_each_journey(&runs, &spec, lower, upper, |journey| {
-                            state.journey(journey);
-                            state.flush(tx, false)
-                        })?;
-                        state.flush(tx, true)?;
-                        states.lock().map_err(|_| DataFusionError::Internal("attribution: a worker panicked".into()))?.push((i, state));
-                    }
-                })
-            })
-            .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(DataFusionError::Internal("attribution worker panicked".into())))).collect()
-    });
-    results.into_iter().collect::<Result<Vec<()>>>()?;
+    match threads {
+        // One range (a point lookup) or one thread: on this thread, without spawning one.
+        0 | 1 => work()?,
+        _ => {
+            let results: Vec<Result<()>> = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads).map(|_| scope.spawn(&work)).collect();
+                workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(DataFusionError::Internal("attribution worker panicked".into())))).collect()
+            });
+            results.into_iter().collect::<Result<Vec<()>>>()?;
+        }
+    }
     let mut states = states.into_inner().map_err(|_| DataFusionError::Internal("attribution: a worker panicked".into()))?;
     // Combine in key order, not in the order threads finished: float sums and channel
     // numbering then come out the same on every run.
@@ -438,12 +470,12 @@ pub fn run(snapshot: &TableSnapshot, params: &Params, mode: &Mode, threads: usiz
     let pending: Vec<Pending> = states.iter_mut().flat_map(|s| std::mem::take(&mut s.pending)).collect();
     if !pending.is_empty() {
         fingerprint_pass(&runs, &spec, pending, &mut last)?;
-        last.flush(tx, true)?;
+        last.flush(emit, true)?;
     }
     states.push(last);
     if let Mode::Channels = mode {
         let rows = channel_rows(params, states)?;
-        tx.blocking_send(super::output::channel_batch(&rows)).map_err(|_| DataFusionError::Execution("attribution: the query was cancelled".into()))?;
+        emit(super::output::channel_batch(&rows)?)?;
     }
     Ok(())
 }

@@ -170,10 +170,7 @@ pub(crate) fn decode_block_codes(
     }
     let codes = match &validity {
         None => dense,
-        Some(bits) => {
-            let mut dense = dense.into_iter();
-            (0..rows).map(|i| if bits[i / 8] >> (i % 8) & 1 == 1 { dense.next().unwrap_or(0) } else { 0 }).collect()
-        }
+        Some(bits) => spread_dense(&dense, rows, |i| bits[i / 8] >> (i % 8) & 1 == 1, 0),
     };
     Ok((codes, validity))
 }
@@ -196,8 +193,7 @@ fn get_validity_bits(r: &mut ByteReader<'_>, rows: usize, null_count: usize) -> 
 fn expand(values: ColumnValues, validity: Option<&[bool]>) -> ColumnValues {
     let Some(validity) = validity else { return values };
     fn spread<T: Copy>(dense: Vec<T>, validity: &[bool], zero: T) -> Vec<T> {
-        let mut dense = dense.into_iter();
-        validity.iter().map(|&ok| if ok { dense.next().unwrap_or(zero) } else { zero }).collect()
+        spread_dense(&dense, validity.len(), |i| validity[i], zero)
     }
     match values {
         ColumnValues::Bool(v) => ColumnValues::Bool(spread(v, validity, false)),
@@ -207,6 +203,26 @@ fn expand(values: ColumnValues, validity: Option<&[bool]>) -> ColumnValues {
         ColumnValues::Uuid(v) => ColumnValues::Uuid(spread(v, validity, [0; 16])),
         ColumnValues::Text(t) => ColumnValues::Text(spread_text(t, validity)),
     }
+}
+
+/// `rows` values: row `i` takes the next value of `dense` where `valid(i)`, `zero` elsewhere.
+/// Branch-free (a null costs what a value costs), so mixed validity does not stall on
+/// mispredictions. `dense` may be shorter than the valid rows (corrupt input): the missing
+/// values read as `zero`; callers check the counts.
+pub(crate) fn spread_dense<T: Copy>(dense: &[T], rows: usize, valid: impl Fn(usize) -> bool, zero: T) -> Vec<T> {
+    let mut padded = Vec::with_capacity(dense.len() + 1);
+    padded.extend_from_slice(dense);
+    padded.push(zero);
+    let last = dense.len();
+    let mut out = Vec::with_capacity(rows);
+    let mut next = 0usize;
+    for i in 0..rows {
+        let ok = valid(i);
+        let value = padded[next.min(last)];
+        out.push(if ok { value } else { zero });
+        next += ok as usize;
+    }
+    out
 }
 
 /// Null rows are empty strings, so the bytes stay; only offsets repeat at null rows.
@@ -318,6 +334,16 @@ pub(crate) fn unzigzag(v: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_dense_puts_values_in_valid_rows() {
+        let valid = [true, false, false, true, true, false];
+        let out = spread_dense(&[7u32, 8, 9], valid.len(), |i| valid[i], 0);
+        assert_eq!(out, vec![7, 0, 0, 8, 9, 0]);
+        // Fewer values than valid rows (a corrupt block the caller rejects): zeros, no panic.
+        assert_eq!(spread_dense(&[7u32], valid.len(), |i| valid[i], 0), vec![7, 0, 0, 0, 0, 0]);
+        assert_eq!(spread_dense::<u32>(&[], 3, |_| true, 5), vec![5, 5, 5]);
+    }
 
     #[test]
     fn planes_and_zigzag_roundtrip() {

@@ -25,7 +25,14 @@ use roaring::RoaringBitmap;
 use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::cell::RefCell;
 use std::sync::OnceLock;
+
+thread_local! {
+    /// One zstd decompression context per thread, kept: creating one for every block read
+    /// (an allocation of its whole state) showed in the profile of point lookups.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
 
 /// A decoded segment dictionary, or why it does not decode.
 type CachedDictionary = OnceLock<Result<TextDictionary, String>>;
@@ -162,15 +169,23 @@ impl Segment {
     fn read_block_as(&self, block: usize, columns: &[usize], coded: bool) -> Result<Vec<BlockColumn<'_>>, StorageError> {
         assert!(block < self.block_count(), "read_block: block {block} out of range");
         let rows = self.block_rows(block);
-        let mut decompressor = zstd::bulk::Decompressor::new()
-            .map_err(|e| StorageError::io(format!("read segment {}: start zstd", self.path.display()), e))?;
-        columns
-            .iter()
-            .map(|&column| {
-                assert!(column < self.footer.schema.len(), "read_block: column {column} out of range");
-                self.read_column_block(block, column, rows, &mut decompressor, coded)
-            })
-            .collect()
+        DECOMPRESSOR.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let decompressor = match slot.as_mut() {
+                Some(decompressor) => decompressor,
+                None => slot.insert(
+                    zstd::bulk::Decompressor::new()
+                        .map_err(|e| StorageError::io(format!("read segment {}: start zstd", self.path.display()), e))?,
+                ),
+            };
+            columns
+                .iter()
+                .map(|&column| {
+                    assert!(column < self.footer.schema.len(), "read_block: column {column} out of range");
+                    self.read_column_block(block, column, rows, decompressor, coded)
+                })
+                .collect()
+        })
     }
 
     fn read_column_block(
