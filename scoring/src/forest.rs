@@ -95,6 +95,8 @@ impl Forest {
             };
             forest.trees.push(compiled);
         }
+        // The evaluators index a block by these features without checking: one check here.
+        assert!(forest.nodes.iter().all(|n| ((n.feature & !DEFAULT_LEFT) as usize) < forest.num_features.max(1)));
         forest
     }
 
@@ -219,18 +221,110 @@ impl Forest {
         let internal = (1usize << t.depth) - 1;
         let nodes = &self.nodes[t.first_node as usize..t.first_node as usize + internal];
         let leaves = &self.leaves[t.first_leaf as usize..t.first_leaf as usize + internal + 1];
-        positions.fill(0);
-        for _ in 0..t.depth {
-            for (r, position) in positions.iter_mut().enumerate() {
-                let node = nodes[*position as usize];
-                let x = block[(node.feature & !DEFAULT_LEFT) as usize * BLOCK_ROWS + r];
-                let left = (x < node.threshold) as u32 | (x.is_nan() as u32 & (node.feature >> 31));
-                *position = 2 * *position + 2 - left;
+        assert!(block.len() >= self.num_features * BLOCK_ROWS && margins.len() <= BLOCK_ROWS && positions.len() == margins.len());
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // Safety: the CPU has AVX2 (checked above); the layout invariants the function
+            // needs are those of `perfect_rows` (asserted in `compile` and above).
+            done = unsafe { simd::perfect_rows_avx2(nodes, leaves, t.depth, block, margins) };
+        }
+        perfect_rows(nodes, leaves, t.depth, block, &mut positions[done..], &mut margins[done..], done);
+    }
+}
+
+/// The scalar evaluation of one perfect tree over rows `first ..` of a block (`margins[i]` is
+/// row `first + i`). Every position at level `l` is below `2^l − 1`, so it indexes `nodes`;
+/// every node's feature is below the forest's feature count (checked in [`Forest::compile`]),
+/// so `feature * BLOCK_ROWS + row` indexes `block`.
+fn perfect_rows(nodes: &[PackedNode], leaves: &[f32], depth: u32, block: &[f32], positions: &mut [u32], margins: &mut [f32], first: usize) {
+    let internal = nodes.len();
+    positions.fill(0);
+    for _ in 0..depth {
+        for (r, position) in positions.iter_mut().enumerate() {
+            let node = nodes[*position as usize];
+            let x = block[(node.feature & !DEFAULT_LEFT) as usize * BLOCK_ROWS + first + r];
+            let left = (x < node.threshold) as u32 | (x.is_nan() as u32 & (node.feature >> 31));
+            *position = 2 * *position + 2 - left;
+        }
+    }
+    for (margin, &position) in margins.iter_mut().zip(positions.iter()) {
+        *margin += leaves[position as usize - internal];
+    }
+}
+
+/// The perfect-tree step with AVX2 gathers: eight rows per vector, the block's eight vectors
+/// advanced level by level together (independent gathers overlap their latencies). Same
+/// arithmetic as [`perfect_rows`], margins added in the same order: the same bits.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{PackedNode, BLOCK_ROWS};
+    use std::arch::x86_64::*;
+
+    const LANES: usize = 8;
+    const GROUPS: usize = BLOCK_ROWS / LANES;
+    const _: () = assert!(BLOCK_ROWS % LANES == 0 && BLOCK_ROWS == 1 << 6);
+
+    /// Scores the first `margins.len() / 8 * 8` rows; returns how many.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; `nodes` is a perfect tree of `depth` levels (`2^depth − 1`
+    /// nodes, each feature below the block's feature count) with `2^depth` leaves, and
+    /// `block` holds `BLOCK_ROWS` rows of every feature.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn perfect_rows_avx2(nodes: &[PackedNode], leaves: &[f32], depth: u32, block: &[f32], margins: &mut [f32]) -> usize {
+        let groups = margins.len() / LANES;
+        let internal = nodes.len() as i32;
+        debug_assert_eq!(leaves.len(), nodes.len() + 1);
+        let words = nodes.as_ptr() as *const i32; // feature at 2i, threshold bits at 2i + 1
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let feature_mask = _mm256_set1_epi32(0x7fff_ffff);
+        let two = _mm256_set1_epi32(2);
+        // The top three levels use nodes 0..7 only: they sit in two registers (features,
+        // thresholds) and are looked up with a permute instead of two gathers.
+        let (mut top_features, mut top_thresholds) = ([0i32; 8], [0f32; 8]);
+        for (i, node) in nodes.iter().take(8).enumerate() {
+            top_features[i] = node.feature as i32;
+            top_thresholds[i] = node.threshold;
+        }
+        let top_features = unsafe { _mm256_loadu_si256(top_features.as_ptr() as *const __m256i) };
+        let top_thresholds = unsafe { _mm256_loadu_ps(top_thresholds.as_ptr()) };
+        let root_feature = nodes.first().map_or(0, |n| (n.feature & 0x7fff_ffff) as usize);
+        let mut positions = [_mm256_setzero_si256(); GROUPS];
+        for level in 0..depth {
+            for (g, position) in positions.iter_mut().enumerate().take(groups) {
+                let word = _mm256_slli_epi32::<1>(*position);
+                // Safety (all gathers): indexes within the buffers by the invariants above.
+                let (feature, threshold) = match level < 3 {
+                    true => (
+                        _mm256_permutevar8x32_epi32(top_features, *position),
+                        _mm256_permutevar8x32_ps(top_thresholds, *position),
+                    ),
+                    false => unsafe {
+                        (_mm256_i32gather_epi32::<4>(words, word), _mm256_i32gather_ps::<4>(words.add(1) as *const f32, word))
+                    },
+                };
+                let rows = _mm256_add_epi32(_mm256_set1_epi32((g * LANES) as i32), lane);
+                let at = _mm256_add_epi32(_mm256_slli_epi32::<6>(_mm256_and_si256(feature, feature_mask)), rows);
+                let x = match level {
+                    // Every row is at the root: one feature, eight consecutive rows.
+                    0 => unsafe { _mm256_loadu_ps(block.as_ptr().add(root_feature * BLOCK_ROWS + g * LANES)) },
+                    _ => unsafe { _mm256_i32gather_ps::<4>(block.as_ptr(), at) },
+                };
+                let below = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(x, threshold));
+                let missing = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
+                // All ones (−1) where the row goes left: 2i + 2 − 1.
+                let left = _mm256_or_si256(below, _mm256_and_si256(missing, _mm256_srai_epi32::<31>(feature)));
+                *position = _mm256_add_epi32(_mm256_add_epi32(word, two), left);
             }
         }
-        for (margin, &position) in margins.iter_mut().zip(positions.iter()) {
-            *margin += leaves[position as usize - internal];
+        let first_leaf = _mm256_set1_epi32(internal);
+        for (g, position) in positions.iter().enumerate().take(groups) {
+            let leaf = unsafe { _mm256_i32gather_ps::<4>(leaves.as_ptr(), _mm256_sub_epi32(*position, first_leaf)) };
+            let at = unsafe { margins.as_mut_ptr().add(g * LANES) };
+            unsafe { _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), leaf)) };
         }
+        groups * LANES
     }
 }
 
@@ -345,6 +439,31 @@ mod tests {
             for (r, &got) in out.iter().enumerate() {
                 let row: Vec<f32> = columns.iter().map(|c| c[r]).collect();
                 assert_eq!(got.to_bits(), walk(&model, &row).to_bits(), "depth {depth} row {r}");
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_scalar_steps_agree_bit_for_bit() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: the scalar path is the only one");
+            return;
+        }
+        for depth in [0, 1, 2, 3, 6, 10] {
+            let model = random_model(8, depth, 6, Objective::RegSquaredError);
+            let forest = Forest::compile(&model);
+            let columns = random_rows(BLOCK_ROWS, 6);
+            let block: Vec<f32> = columns.iter().flatten().copied().collect();
+            for tree in forest.perfect_trees().unwrap() {
+                let internal = (1usize << tree.depth) - 1;
+                let nodes = &forest.nodes[tree.first_node as usize..][..internal];
+                let leaves = &forest.leaves[tree.first_leaf as usize..][..internal + 1];
+                let (mut scalar, mut vector) = (vec![0.5f32; BLOCK_ROWS], vec![0.5f32; BLOCK_ROWS]);
+                perfect_rows(nodes, leaves, tree.depth, &block, &mut vec![0; BLOCK_ROWS], &mut scalar, 0);
+                let done = unsafe { simd::perfect_rows_avx2(nodes, leaves, tree.depth, &block, &mut vector) };
+                assert_eq!(done, BLOCK_ROWS);
+                assert_eq!(scalar.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), vector.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "depth {depth}");
             }
         }
     }
