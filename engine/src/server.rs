@@ -13,6 +13,21 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// The data directory's model registry; a model file that no longer parses is logged and
+/// left out (the server starts without it).
+fn open_models(data_dir: &std::path::Path) -> Result<lookback_scoring::ModelRegistry> {
+    let (models, problems) = lookback_scoring::ModelRegistry::open(data_dir).context("open model registry")?;
+    for (path, problem) in problems {
+        tracing::error!(path = %path.display(), error = %problem, "model file left out");
+    }
+    let loaded = models.list().len();
+    match lookback_scoring::cuda::gpu() {
+        Ok(gpu) => tracing::info!(models = loaded, gpu = gpu.name(), "scoring ready"),
+        Err(e) => tracing::info!(models = loaded, gpu = %e, "scoring ready, CPU only"),
+    }
+    Ok(models)
+}
+
 /// How long shutdown waits for listeners to drain before closing the database anyway.
 const SHUTDOWN_DRAIN_MS: u64 = 10_000;
 
@@ -28,8 +43,9 @@ pub async fn serve(config: Config, demo: bool) -> Result<()> {
         let db = db.clone();
         tokio::task::spawn_blocking(move || crate::demo::load_if_empty(&db)).await??;
     }
+    let models = Arc::new(open_models(&config.data_dir)?);
     // Before any listener is bound, so a connectable port means the whole server is up.
-    let sql = Arc::new(crate::sql::session(&db)?);
+    let sql = Arc::new(crate::sql::session(&db, &models)?);
     let ingest_listener = bind(&config.ingest_addr, "ingest").await?;
     let http_listener = bind(&config.http_addr, "http").await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -46,7 +62,7 @@ pub async fn serve(config: Config, demo: bool) -> Result<()> {
     if demo {
         print_demo_help(&config.pg_addr);
     }
-    let pg = tokio::spawn(lookback_wire::pg::serve(pg_listener, sql, db.clone(), config.pg_server_config(), shutdown_rx.clone()));
+    let pg = tokio::spawn(lookback_wire::pg::serve(pg_listener, sql, db.clone(), models, config.pg_server_config(), shutdown_rx.clone()));
     let app = router(HttpState { db: db.clone(), ingest: stats, started });
     let mut http_shutdown = shutdown_rx.clone();
     let http = tokio::spawn(async move {

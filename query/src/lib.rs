@@ -18,6 +18,7 @@ pub mod insert;
 pub mod memtable_runs;
 pub mod prune;
 pub mod scan;
+pub mod scoring;
 pub mod touchpoint_join;
 pub mod window_funnel;
 

@@ -9,8 +9,11 @@ use crate::cuda;
 use crate::error::ModelError;
 use crate::forest::Forest;
 
-/// Rows from which `auto` prefers the GPU.
-pub const GPU_ROWS_MIN: usize = 65_536;
+/// Rows from which `auto` prefers the GPU. An estimate, not yet measured (docs/scoring.md):
+/// copying 4,096 rows of 32 features (512 KiB) and one launch take tens of microseconds over
+/// PCIe, the CPU path about 2 ms per core; it is below a SQL batch (8,192 rows) so that `auto`
+/// sends full scan batches to the GPU.
+pub const GPU_ROWS_MIN: usize = 4_096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DevicePreference {

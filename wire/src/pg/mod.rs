@@ -22,6 +22,7 @@ use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use datafusion_postgres::pgwire::api::copy::CopyHandler;
 use lookback_query::SqlError;
+use lookback_scoring::ModelRegistry;
 use lookback_storage::Db;
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion::error::DataFusionError;
@@ -80,9 +81,9 @@ struct Handlers {
 }
 
 impl Handlers {
-    fn new(ctx: Arc<SessionContext>, db: Arc<Db>) -> Handlers {
+    fn new(ctx: Arc<SessionContext>, db: Arc<Db>, models: Arc<ModelRegistry>) -> Handlers {
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(statements::LookbackStatements { db }),
+            Arc::new(statements::LookbackStatements { db, models }),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
@@ -279,10 +280,11 @@ pub async fn serve(
     listener: TcpListener,
     ctx: Arc<SessionContext>,
     db: Arc<Db>,
+    models: Arc<ModelRegistry>,
     config: PgServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let handlers = Arc::new(Handlers::new(ctx, db));
+    let handlers = Arc::new(Handlers::new(ctx, db, models));
     let permits = Arc::new(Semaphore::new(config.connections_max));
     let mut connections = JoinSet::new();
     loop {

@@ -6,12 +6,15 @@
 use super::sql_error;
 use async_trait::async_trait;
 use bytes::Bytes;
-use datafusion::arrow::datatypes::Schema as ArrowSchema;
+use datafusion::arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Set, Statement};
+use datafusion_postgres::pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse};
+use datafusion_postgres::pgwire::api::Type;
+use lookback_scoring::{DevicePreference, ModelRegistry};
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::copy::CopyHandler;
 use datafusion_postgres::pgwire::api::results::{CopyResponse, Response, Tag};
@@ -33,10 +36,28 @@ use tokio::sync::Mutex;
 
 pub(super) struct LookbackStatements {
     pub db: Arc<Db>,
+    pub models: Arc<ModelRegistry>,
+}
+
+/// The server setting Lookback answers itself: where `score(...)` runs.
+const SCORING_DEVICE: &str = "scoring_device";
+
+/// `SET scoring_device = ...` (the value) or `SHOW scoring_device` (None).
+fn scoring_device(statement: &Statement) -> Option<Option<&SqlExpr>> {
+    match statement {
+        Statement::Set(Set::SingleAssignment { variable, values, .. }) if variable.to_string().eq_ignore_ascii_case(SCORING_DEVICE) => {
+            values.first().map(Some)
+        }
+        Statement::ShowVariable { variable } if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case(SCORING_DEVICE) => Some(None),
+        _ => None,
+    }
 }
 
 fn handles(statement: &Statement) -> bool {
-    ddl::handles(statement) || copy::handles(statement) || matches!(statement, Statement::Deallocate { .. })
+    ddl::handles(statement)
+        || copy::handles(statement)
+        || matches!(statement, Statement::Deallocate { .. })
+        || scoring_device(statement).is_some()
 }
 
 fn api_error(e: DataFusionError) -> PgWireError {
@@ -45,6 +66,9 @@ fn api_error(e: DataFusionError) -> PgWireError {
 
 impl LookbackStatements {
     async fn run(&self, statement: &Statement, ctx: &SessionContext, client: &mut dyn HookClient) -> PgWireResult<Response> {
+        if let Some(value) = scoring_device(statement) {
+            return self.scoring_device(value);
+        }
         if let Statement::Deallocate { name, .. } = statement {
             return deallocate(&name.value, ctx, client).await;
         }
@@ -68,6 +92,36 @@ impl LookbackStatements {
                 Ok(Response::CopyOut(CopyResponse::new(format_code(options.format), columns, data)))
             }
         }
+    }
+}
+
+impl LookbackStatements {
+    /// `SET scoring_device = 'auto' | 'cpu' | 'cuda'` (refused with 55000 for `cuda` on a
+    /// machine without a usable GPU) and `SHOW scoring_device`. The setting is the server's.
+    fn scoring_device(&self, value: Option<&SqlExpr>) -> PgWireResult<Response> {
+        let Some(value) = value else {
+            let shown = self.models.preference().name();
+            let fields = Arc::new(vec![FieldInfo::new(SCORING_DEVICE.into(), None, None, Type::TEXT, FieldFormat::Text)]);
+            let mut encoder = DataRowEncoder::new(fields.clone());
+            encoder.encode_field(&Some(shown))?;
+            let row = encoder.take_row();
+            return Ok(Response::Query(QueryResponse::new(fields, Box::pin(futures::stream::once(async move { Ok(row) })))));
+        };
+        let text = match value {
+            SqlExpr::Value(v) => v.clone().into_string().unwrap_or_else(|| v.to_string()),
+            SqlExpr::Identifier(ident) => ident.value.clone(),
+            other => other.to_string(),
+        };
+        let invalid = |message: String| api_error(SqlError::new("22023", message).into());
+        let preference = DevicePreference::parse(&text)
+            .ok_or_else(|| invalid(format!("invalid value for parameter \"scoring_device\": \"{text}\"; use auto, cpu or cuda")))?;
+        if preference == DevicePreference::Cuda {
+            if let Err(e) = lookback_scoring::cuda::gpu() {
+                return Err(api_error(SqlError::new("55000", format!("scoring_device cannot be cuda here: {e}")).into()));
+            }
+        }
+        self.models.set_preference(preference);
+        Ok(Response::Execution(Tag::new("SET")))
     }
 }
 
@@ -125,8 +179,12 @@ impl QueryHook for LookbackStatements {
         if !handles(statement) {
             return None;
         }
-        // No rows to describe: the statement runs at Execute.
-        let schema = DFSchema::try_from(ArrowSchema::empty()).map_err(api_error);
+        // No rows to describe (the statement runs at Execute), but for SHOW's one column.
+        let columns = match scoring_device(statement) {
+            Some(None) => vec![Field::new(SCORING_DEVICE, DataType::Utf8, false)],
+            _ => Vec::new(),
+        };
+        let schema = DFSchema::try_from(ArrowSchema::new(columns)).map_err(api_error);
         Some(schema.map(|s| LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(s) })))
     }
 
