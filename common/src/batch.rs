@@ -29,7 +29,11 @@ impl TextValues {
     pub fn with_capacity(rows: usize, bytes: usize) -> Self {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
-        TextValues { offsets, data: Vec::with_capacity(bytes), codes: None }
+        TextValues {
+            offsets,
+            data: Vec::with_capacity(bytes),
+            codes: None,
+        }
     }
 
     /// Rows.
@@ -55,7 +59,10 @@ impl TextValues {
 
     /// Appends a row (plain form only: builders build plain columns).
     pub fn push(&mut self, s: &str) {
-        assert!(self.codes.is_none(), "push onto a dictionary-form text column");
+        assert!(
+            self.codes.is_none(),
+            "push onto a dictionary-form text column"
+        );
         if self.offsets.is_empty() {
             self.offsets.push(0);
         }
@@ -105,14 +112,18 @@ impl TextValues {
             }
             codes.push(code);
         }
-        (non_null > 0).then_some(TextValues { codes: Some(codes), ..dictionary })
+        (non_null > 0).then_some(TextValues {
+            codes: Some(codes),
+            ..dictionary
+        })
     }
 }
 
 impl PartialEq for TextValues {
     /// Equal rows, whatever the form.
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && (0..self.len()).all(|i| self.get_bytes(i) == other.get_bytes(i))
+        self.len() == other.len()
+            && (0..self.len()).all(|i| self.get_bytes(i) == other.get_bytes(i))
     }
 }
 
@@ -171,11 +182,12 @@ impl ColumnValues {
             ColumnValues::Bool(v) => v.len(),
             ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => v.len() * 8,
             ColumnValues::Float64(v) => v.len() * 8,
-            ColumnValues::Text(v) => v.offsets.len() * 4 + v.data.len() + v.codes.as_ref().map_or(0, |c| c.len() * 4),
+            ColumnValues::Text(v) => {
+                v.offsets.len() * 4 + v.data.len() + v.codes.as_ref().map_or(0, |c| c.len() * 4)
+            }
             ColumnValues::Uuid(v) => v.len() * 16,
         }
     }
-
 }
 
 /// One column: values plus optional validity (`true` = not null). `None` means no nulls.
@@ -194,7 +206,8 @@ impl PartialEq for Column {
         }
         match (&self.values, &other.values) {
             (ColumnValues::Text(a), ColumnValues::Text(b)) => {
-                a.len() == b.len() && (0..a.len()).all(|i| self.is_null(i) || a.get_bytes(i) == b.get_bytes(i))
+                a.len() == b.len()
+                    && (0..a.len()).all(|i| self.is_null(i) || a.get_bytes(i) == b.get_bytes(i))
             }
             (a, b) => a == b,
         }
@@ -204,7 +217,11 @@ impl PartialEq for Column {
 impl Column {
     pub fn new(values: ColumnValues, validity: Option<Vec<bool>>) -> Column {
         if let Some(v) = &validity {
-            assert_eq!(v.len(), values.len(), "validity length must equal value count");
+            assert_eq!(
+                v.len(),
+                values.len(),
+                "validity length must equal value count"
+            );
         }
         Column { values, validity }
     }
@@ -222,7 +239,9 @@ impl Column {
     }
 
     pub fn null_count(&self) -> usize {
-        self.validity.as_ref().map_or(0, |v| v.iter().filter(|b| !**b).count())
+        self.validity
+            .as_ref()
+            .map_or(0, |v| v.iter().filter(|b| !**b).count())
     }
 
     pub fn value(&self, i: usize) -> Value {
@@ -282,7 +301,10 @@ impl fmt::Display for Value {
 /// Parses a uuid as PostgreSQL's input accepts it: 32 hex digits, either case, optionally in
 /// braces, with a hyphen allowed after any group of 4 digits (canonical `8-4-4-4-12` included).
 pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
-    let inner = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')).unwrap_or(text);
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or(text);
     let mut out = [0u8; 16];
     let mut digits = 0usize;
     let mut previous_hyphen = true;
@@ -307,7 +329,14 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
 
 pub fn format_uuid(u: &[u8; 16]) -> String {
     let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// A columnar batch. Invariant: every column has `rows` values.
@@ -340,7 +369,11 @@ impl Batch {
                 ));
             }
             if col.len() != rows {
-                return Err(format!("column {} has {} rows, expected {rows}", def.name, col.len()));
+                return Err(format!(
+                    "column {} has {} rows, expected {rows}",
+                    def.name,
+                    col.len()
+                ));
             }
             if !def.nullable && col.null_count() > 0 {
                 return Err(format!("column {} is not nullable but has nulls", def.name));
@@ -350,8 +383,11 @@ impl Batch {
     }
 
     pub fn empty(schema: &Schema) -> Batch {
-        let columns =
-            schema.columns.iter().map(|c| Column::new(ColumnValues::empty(c.ty, 0), None)).collect();
+        let columns = schema
+            .columns
+            .iter()
+            .map(|c| Column::new(ColumnValues::empty(c.ty, 0), None))
+            .collect();
         Batch { columns, rows: 0 }
     }
 
@@ -388,12 +424,20 @@ impl Batch {
                 let validity = c
                     .validity
                     .as_ref()
-                    .map(|v| indices.iter().map(|&i| v[i as usize]).collect::<Vec<bool>>())
+                    .map(|v| {
+                        indices
+                            .iter()
+                            .map(|&i| v[i as usize])
+                            .collect::<Vec<bool>>()
+                    })
                     .filter(|v| v.iter().any(|b| !b));
                 Column::new(take_values(&c.values, indices), validity)
             })
             .collect();
-        Batch { columns, rows: indices.len() }
+        Batch {
+            columns,
+            rows: indices.len(),
+        }
     }
 
     /// Concatenates batches of one schema. Panics if they disagree: callers only concatenate
@@ -464,7 +508,10 @@ fn plain_text(parts: &[&Column], rows: usize) -> TextValues {
             other => panic!("column type mismatch: text vs {:?}", other.column_type()),
         })
         .collect();
-    let bytes = texts.iter().map(|&(c, t)| (0..t.len()).map(|i| value(c, t, i)).sum::<usize>()).sum();
+    let bytes = texts
+        .iter()
+        .map(|&(c, t)| (0..t.len()).map(|i| value(c, t, i)).sum::<usize>())
+        .sum();
     let mut plain = TextValues::with_capacity(rows, bytes);
     for (c, t) in texts {
         for i in 0..t.len() {
@@ -487,7 +534,11 @@ fn take_values(src: &ColumnValues, indices: &[u32]) -> ColumnValues {
         ColumnValues::Timestamp(v) => ColumnValues::Timestamp(gather(v, indices)),
         ColumnValues::Float64(v) => ColumnValues::Float64(gather(v, indices)),
         ColumnValues::Uuid(v) => ColumnValues::Uuid(gather(v, indices)),
-        ColumnValues::Text(TextValues { offsets, data, codes: Some(codes) }) => ColumnValues::Text(TextValues {
+        ColumnValues::Text(TextValues {
+            offsets,
+            data,
+            codes: Some(codes),
+        }) => ColumnValues::Text(TextValues {
             offsets: offsets.clone(),
             data: data.clone(),
             codes: Some(gather(codes, indices)),
@@ -511,7 +562,9 @@ fn append_values(dst: &mut ColumnValues, src: &ColumnValues) {
         (ColumnValues::Timestamp(d), ColumnValues::Timestamp(s)) => d.extend_from_slice(s),
         (ColumnValues::Float64(d), ColumnValues::Float64(s)) => d.extend_from_slice(s),
         (ColumnValues::Uuid(d), ColumnValues::Uuid(s)) => d.extend_from_slice(s),
-        (ColumnValues::Text(d), ColumnValues::Text(s)) if d.codes.is_none() && s.codes.is_none() => {
+        (ColumnValues::Text(d), ColumnValues::Text(s))
+            if d.codes.is_none() && s.codes.is_none() =>
+        {
             let base = d.data.len() as u32;
             d.data.extend_from_slice(&s.data);
             d.offsets.extend(s.offsets[1..].iter().map(|o| o + base));
@@ -529,7 +582,11 @@ fn append_values(dst: &mut ColumnValues, src: &ColumnValues) {
             }
             *d = plain;
         }
-        (d, s) => panic!("column type mismatch: {:?} vs {:?}", d.column_type(), s.column_type()),
+        (d, s) => panic!(
+            "column type mismatch: {:?} vs {:?}",
+            d.column_type(),
+            s.column_type()
+        ),
     }
 }
 
@@ -544,9 +601,17 @@ impl BatchBuilder {
         let columns = schema
             .columns
             .iter()
-            .map(|c| (ColumnValues::empty(c.ty, rows_hint), Vec::with_capacity(rows_hint)))
+            .map(|c| {
+                (
+                    ColumnValues::empty(c.ty, rows_hint),
+                    Vec::with_capacity(rows_hint),
+                )
+            })
             .collect();
-        BatchBuilder { schema: schema.clone(), columns }
+        BatchBuilder {
+            schema: schema.clone(),
+            columns,
+        }
     }
 
     /// Appends one value to column `col`. A value of the wrong type is an error string.
@@ -585,7 +650,11 @@ impl BatchBuilder {
 
     pub fn push_row(&mut self, row: &[Value]) -> Result<(), String> {
         if row.len() != self.columns.len() {
-            return Err(format!("row has {} values, table has {}", row.len(), self.columns.len()));
+            return Err(format!(
+                "row has {} values, table has {}",
+                row.len(),
+                self.columns.len()
+            ));
         }
         for (i, v) in row.iter().enumerate() {
             self.push(i, v)?;
@@ -654,7 +723,10 @@ mod tests {
         let t = c.take(&[2, 0]);
         assert_eq!(t.row(0), vec![Value::Int64(3), Value::Text("yy".into())]);
         assert_eq!(t.row(1), vec![Value::Int64(1), Value::Text("x".into())]);
-        assert!(t.column(1).validity.is_none(), "no nulls left means no validity vector");
+        assert!(
+            t.column(1).validity.is_none(),
+            "no nulls left means no validity vector"
+        );
     }
 
     #[test]
@@ -663,10 +735,20 @@ mod tests {
         let b = build(&[(4, Some("yy"))]);
         let coded = |batch: &Batch| {
             let column = batch.column(1);
-            let ColumnValues::Text(t) = &column.values else { unreachable!() };
-            let dictionary = t.to_dictionary(column.validity.as_deref()).expect("values repeat");
-            Batch::try_new(&schema(), vec![batch.column(0).clone(), Column::new(ColumnValues::Text(dictionary), column.validity.clone())])
-                .expect("valid")
+            let ColumnValues::Text(t) = &column.values else {
+                unreachable!()
+            };
+            let dictionary = t
+                .to_dictionary(column.validity.as_deref())
+                .expect("values repeat");
+            Batch::try_new(
+                &schema(),
+                vec![
+                    batch.column(0).clone(),
+                    Column::new(ColumnValues::Text(dictionary), column.validity.clone()),
+                ],
+            )
+            .expect("valid")
         };
         let (ca, cb) = (coded(&a), coded(&a));
         let c = Batch::concat(&schema(), &[&ca, &b, &cb, &a]);
@@ -675,7 +757,9 @@ mod tests {
         for row in 0..10 {
             assert_eq!(c.row(row), plain.row(row), "row {row}");
         }
-        let ColumnValues::Text(t) = &c.column(1).values else { unreachable!() };
+        let ColumnValues::Text(t) = &c.column(1).values else {
+            unreachable!()
+        };
         assert!(t.codes.is_none());
         assert_eq!(t.data.len(), 8, "each value copied once, null rows empty");
     }
@@ -692,17 +776,34 @@ mod tests {
         let canonical = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
         let u = parse_uuid(canonical).unwrap();
         assert_eq!(format_uuid(&u), canonical);
-        for ok in ["A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11", "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}", "a0eebc999c0b4ef8bb6d6bb9bd380a11", "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11"] {
+        for ok in [
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+        ] {
             assert_eq!(parse_uuid(ok), Some(u), "{ok}");
         }
-        for bad in ["", "a0eebc99", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111", "-a0eebc999c0b4ef8bb6d6bb9bd380a11", "a0eebc99--9c0b4ef8bb6d6bb9bd380a11", "a0eebc999c0b4ef8bb6d6bb9bd380a11-", "g0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "a0e-ebc99-9c0b-4ef8-bb6d-6bb9bd380a11"] {
+        for bad in [
+            "",
+            "a0eebc99",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
+            "-a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0eebc99--9c0b4ef8bb6d6bb9bd380a11",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11-",
+            "g0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0e-ebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        ] {
             assert_eq!(parse_uuid(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn uuid_formatting() {
-        let u = [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let u = [
+            0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8,
+        ];
         assert_eq!(format_uuid(&u), "12345678-9abc-def0-0102-030405060708");
     }
 }

@@ -64,7 +64,10 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { rows_max: 1 << 20, text_value_bytes_max: 1 << 20 }
+        DecodeLimits {
+            rows_max: 1 << 20,
+            text_value_bytes_max: 1 << 20,
+        }
     }
 }
 
@@ -94,7 +97,10 @@ pub fn encode_batch_compact(batch: &Batch, out: &mut Vec<u8>) {
             _ => None,
         };
         match dictionary {
-            Some(d) => encode_column(&Column::new(ColumnValues::Text(d), col.validity.clone()), out),
+            Some(d) => encode_column(
+                &Column::new(ColumnValues::Text(d), col.validity.clone()),
+                out,
+            ),
             None => encode_column(col, out),
         }
     }
@@ -102,9 +108,15 @@ pub fn encode_batch_compact(batch: &Batch, out: &mut Vec<u8>) {
 
 fn encode_column(col: &Column, out: &mut Vec<u8>) {
     out.push(col.values.column_type().code());
-    out.push(if col.validity.is_some() { FLAG_VALIDITY } else { 0 });
+    out.push(if col.validity.is_some() {
+        FLAG_VALIDITY
+    } else {
+        0
+    });
     let encoding = match &col.values {
-        ColumnValues::Text(t) if t.codes.is_some() && t.entries() <= 1 << 16 => ENCODING_DICTIONARY_U16,
+        ColumnValues::Text(t) if t.codes.is_some() && t.entries() <= 1 << 16 => {
+            ENCODING_DICTIONARY_U16
+        }
         ColumnValues::Text(t) if t.codes.is_some() => ENCODING_DICTIONARY_U32,
         _ => ENCODING_PLAIN,
     };
@@ -117,11 +129,13 @@ fn encode_column(col: &Column, out: &mut Vec<u8>) {
         ColumnValues::Bool(v) => put_bitmap(v, out),
         ColumnValues::Int64(v) | ColumnValues::Timestamp(v) => {
             out.reserve(v.len() * 8);
-            v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+            v.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
         }
         ColumnValues::Float64(v) => {
             out.reserve(v.len() * 8);
-            v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+            v.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
         }
         ColumnValues::Uuid(v) => {
             out.reserve(v.len() * 16);
@@ -132,13 +146,17 @@ fn encode_column(col: &Column, out: &mut Vec<u8>) {
                 out.extend_from_slice(&(t.entries() as u32).to_le_bytes());
             }
             out.reserve(t.entries() * 4 + t.data.len());
-            t.offsets[1..].iter().for_each(|o| out.extend_from_slice(&o.to_le_bytes()));
+            t.offsets[1..]
+                .iter()
+                .for_each(|o| out.extend_from_slice(&o.to_le_bytes()));
             out.extend_from_slice(&t.data);
             match (&t.codes, encoding) {
-                (Some(codes), ENCODING_DICTIONARY_U16) => {
-                    codes.iter().for_each(|&c| out.extend_from_slice(&(c as u16).to_le_bytes()))
-                }
-                (Some(codes), _) => codes.iter().for_each(|c| out.extend_from_slice(&c.to_le_bytes())),
+                (Some(codes), ENCODING_DICTIONARY_U16) => codes
+                    .iter()
+                    .for_each(|&c| out.extend_from_slice(&(c as u16).to_le_bytes())),
+                (Some(codes), _) => codes
+                    .iter()
+                    .for_each(|c| out.extend_from_slice(&c.to_le_bytes())),
                 (None, _) => {}
             }
         }
@@ -159,15 +177,24 @@ pub fn put_bitmap(bits: &[bool], out: &mut Vec<u8>) {
 /// Unpacks `rows` bools from an LSB-first bitmap. `bytes` must hold `ceil(rows/8)` bytes.
 pub fn get_bitmap(bytes: &[u8], rows: usize) -> Vec<bool> {
     debug_assert!(bytes.len() >= rows.div_ceil(8));
-    (0..rows).map(|i| bytes[i / 8] >> (i % 8) & 1 == 1).collect()
+    (0..rows)
+        .map(|i| bytes[i / 8] >> (i % 8) & 1 == 1)
+        .collect()
 }
 
 /// Decodes a batch and validates it against `schema`. The whole input must be consumed.
-pub fn decode_batch(bytes: &[u8], schema: &Schema, limits: &DecodeLimits) -> Result<Batch, CodecError> {
+pub fn decode_batch(
+    bytes: &[u8],
+    schema: &Schema,
+    limits: &DecodeLimits,
+) -> Result<Batch, CodecError> {
     let mut r = ByteReader::new(bytes);
     let rows = r.u32()? as usize;
     if rows > limits.rows_max {
-        return Err(CodecError::TooManyRows { rows, rows_max: limits.rows_max });
+        return Err(CodecError::TooManyRows {
+            rows,
+            rows_max: limits.rows_max,
+        });
     }
     let column_count = r.u16()? as usize;
     let _reserved = r.u16()?;
@@ -180,12 +207,15 @@ pub fn decode_batch(bytes: &[u8], schema: &Schema, limits: &DecodeLimits) -> Res
     }
     let mut columns = Vec::with_capacity(column_count);
     for def in &schema.columns {
-        let col = decode_column(&mut r, rows, def.ty, limits)
-            .map_err(|e| in_column(e, &def.name))?;
+        let col =
+            decode_column(&mut r, rows, def.ty, limits).map_err(|e| in_column(e, &def.name))?;
         columns.push(col);
     }
     if !r.is_empty() {
-        return Err(CodecError::Malformed(format!("{} trailing bytes after batch", r.remaining())));
+        return Err(CodecError::Malformed(format!(
+            "{} trailing bytes after batch",
+            r.remaining()
+        )));
     }
     Batch::try_new(schema, columns).map_err(CodecError::SchemaMismatch)
 }
@@ -218,7 +248,8 @@ fn decode_column(
             ty.name()
         )));
     }
-    let dictionary = ty == ColumnType::Text && matches!(encoding, ENCODING_DICTIONARY_U16 | ENCODING_DICTIONARY_U32);
+    let dictionary = ty == ColumnType::Text
+        && matches!(encoding, ENCODING_DICTIONARY_U16 | ENCODING_DICTIONARY_U32);
     if flags & !FLAG_VALIDITY != 0 || (encoding != ENCODING_PLAIN && !dictionary) {
         return Err(CodecError::Malformed(format!(
             "unknown flags {flags:#x} or encoding {encoding} for a {} column",
@@ -235,7 +266,10 @@ fn decode_column(
         ColumnType::Int64 => ColumnValues::Int64(get_i64s(r, rows)?),
         ColumnType::Timestamp => ColumnValues::Timestamp(get_i64s(r, rows)?),
         ColumnType::Float64 => ColumnValues::Float64(
-            get_i64s(r, rows)?.into_iter().map(|x| f64::from_bits(x as u64)).collect(),
+            get_i64s(r, rows)?
+                .into_iter()
+                .map(|x| f64::from_bits(x as u64))
+                .collect(),
         ),
         ColumnType::Uuid => ColumnValues::Uuid(
             r.bytes(checked_len(rows, 16)?)?
@@ -243,14 +277,20 @@ fn decode_column(
                 .map(|c| <[u8; 16]>::try_from(c).expect("chunks_exact yields 16 bytes"))
                 .collect(),
         ),
-        ColumnType::Text if dictionary => ColumnValues::Text(decode_dictionary(r, rows, encoding, limits)?),
+        ColumnType::Text if dictionary => {
+            ColumnValues::Text(decode_dictionary(r, rows, encoding, limits)?)
+        }
         ColumnType::Text => ColumnValues::Text(decode_text(r, rows, limits)?),
     };
-    Ok(Column::new(values, validity.filter(|v| v.iter().any(|b| !b))))
+    Ok(Column::new(
+        values,
+        validity.filter(|v| v.iter().any(|b| !b)),
+    ))
 }
 
 fn checked_len(rows: usize, width: usize) -> Result<usize, CodecError> {
-    rows.checked_mul(width).ok_or_else(|| CodecError::Malformed("length overflow".into()))
+    rows.checked_mul(width)
+        .ok_or_else(|| CodecError::Malformed("length overflow".into()))
 }
 
 fn get_i64s(r: &mut ByteReader<'_>, rows: usize) -> Result<Vec<i64>, CodecError> {
@@ -271,7 +311,9 @@ fn decode_dictionary(
 ) -> Result<TextValues, CodecError> {
     let entries = r.u32()? as usize;
     if entries > rows || (entries == 0 && rows > 0) {
-        return Err(CodecError::Malformed(format!("dictionary of {entries} entries for {rows} rows")));
+        return Err(CodecError::Malformed(format!(
+            "dictionary of {entries} entries for {rows} rows"
+        )));
     }
     let mut text = decode_text(r, entries, limits)?;
     let codes: Vec<u32> = if encoding == ENCODING_DICTIONARY_U16 {
@@ -286,13 +328,19 @@ fn decode_dictionary(
             .collect()
     };
     if let Some(bad) = codes.iter().find(|&&c| c as usize >= entries) {
-        return Err(CodecError::Malformed(format!("dictionary code {bad} out of {entries} entries")));
+        return Err(CodecError::Malformed(format!(
+            "dictionary code {bad} out of {entries} entries"
+        )));
     }
     text.codes = Some(codes);
     Ok(text)
 }
 
-fn decode_text(r: &mut ByteReader<'_>, rows: usize, limits: &DecodeLimits) -> Result<TextValues, CodecError> {
+fn decode_text(
+    r: &mut ByteReader<'_>,
+    rows: usize,
+    limits: &DecodeLimits,
+) -> Result<TextValues, CodecError> {
     let ends = r.bytes(checked_len(rows, 4)?)?;
     let mut offsets = Vec::with_capacity(rows + 1);
     offsets.push(0u32);
@@ -300,7 +348,9 @@ fn decode_text(r: &mut ByteReader<'_>, rows: usize, limits: &DecodeLimits) -> Re
     for c in ends.chunks_exact(4) {
         let end = u32::from_le_bytes(c.try_into().expect("chunks_exact yields 4 bytes"));
         if end < prev {
-            return Err(CodecError::Malformed(format!("text offset {end} goes backwards from {prev}")));
+            return Err(CodecError::Malformed(format!(
+                "text offset {end} goes backwards from {prev}"
+            )));
         }
         if (end - prev) as usize > limits.text_value_bytes_max {
             return Err(CodecError::ValueTooLarge(format!(
@@ -315,10 +365,19 @@ fn decode_text(r: &mut ByteReader<'_>, rows: usize, limits: &DecodeLimits) -> Re
     let data = r.bytes(prev as usize)?;
     let text = std::str::from_utf8(data)
         .map_err(|e| CodecError::Malformed(format!("text is not UTF-8: {e}")))?;
-    if let Some(bad) = offsets.iter().find(|&&o| !text.is_char_boundary(o as usize)) {
-        return Err(CodecError::Malformed(format!("text offset {bad} splits a UTF-8 character")));
+    if let Some(bad) = offsets
+        .iter()
+        .find(|&&o| !text.is_char_boundary(o as usize))
+    {
+        return Err(CodecError::Malformed(format!(
+            "text offset {bad} splits a UTF-8 character"
+        )));
     }
-    Ok(TextValues { offsets, data: data.to_vec(), codes: None })
+    Ok(TextValues {
+        offsets,
+        data: data.to_vec(),
+        codes: None,
+    })
 }
 
 #[cfg(test)]
@@ -361,7 +420,9 @@ mod tests {
         let mut buf = Vec::new();
         encode_batch(&sample(), &mut buf);
         for len in 0..buf.len() {
-            assert!(decode_batch(&buf[..len], &Schema::events(), &DecodeLimits::default()).is_err());
+            assert!(
+                decode_batch(&buf[..len], &Schema::events(), &DecodeLimits::default()).is_err()
+            );
         }
     }
 
@@ -369,12 +430,18 @@ mod tests {
     fn limits_and_schema_are_enforced() {
         let mut buf = Vec::new();
         encode_batch(&sample(), &mut buf);
-        let limits = DecodeLimits { rows_max: 2, text_value_bytes_max: 1024 };
+        let limits = DecodeLimits {
+            rows_max: 2,
+            text_value_bytes_max: 1024,
+        };
         assert!(matches!(
             decode_batch(&buf, &Schema::events(), &limits),
             Err(CodecError::TooManyRows { .. })
         ));
-        let limits = DecodeLimits { rows_max: 10, text_value_bytes_max: 4 };
+        let limits = DecodeLimits {
+            rows_max: 10,
+            text_value_bytes_max: 4,
+        };
         assert!(matches!(
             decode_batch(&buf, &Schema::events(), &limits),
             Err(CodecError::ValueTooLarge(_))
@@ -394,27 +461,47 @@ mod tests {
 
     /// A one-text-column batch of `values` (None = null).
     fn text_batch(values: &[Option<&str>]) -> (Schema, Batch) {
-        let schema = Schema::new("t", vec![crate::schema::ColumnDef::new("s", ColumnType::Text, true)], vec![], vec![])
-            .unwrap();
+        let schema = Schema::new(
+            "t",
+            vec![crate::schema::ColumnDef::new("s", ColumnType::Text, true)],
+            vec![],
+            vec![],
+        )
+        .unwrap();
         let mut b = BatchBuilder::new(&schema, values.len());
         for v in values {
-            b.push_row(&[v.map_or(Value::Null, |s| Value::Text(s.into()))]).unwrap();
+            b.push_row(&[v.map_or(Value::Null, |s| Value::Text(s.into()))])
+                .unwrap();
         }
         (schema.clone(), b.finish().unwrap())
     }
 
     #[test]
     fn compact_encoding_uses_dictionaries_and_roundtrips() {
-        let values: Vec<Option<&str>> =
-            (0..1000).map(|i| if i % 7 == 0 { None } else { Some(["ios", "android", "wéb"][i % 3]) }).collect();
+        let values: Vec<Option<&str>> = (0..1000)
+            .map(|i| {
+                if i % 7 == 0 {
+                    None
+                } else {
+                    Some(["ios", "android", "wéb"][i % 3])
+                }
+            })
+            .collect();
         let (schema, batch) = text_batch(&values);
         let (mut plain, mut compact) = (Vec::new(), Vec::new());
         encode_batch(&batch, &mut plain);
         encode_batch_compact(&batch, &mut compact);
-        assert!(compact.len() * 2 < plain.len(), "{} vs {}", compact.len(), plain.len());
+        assert!(
+            compact.len() * 2 < plain.len(),
+            "{} vs {}",
+            compact.len(),
+            plain.len()
+        );
         let back = decode_batch(&compact, &schema, &DecodeLimits::default()).unwrap();
         assert_eq!(back, batch);
-        let ColumnValues::Text(t) = &back.column(0).values else { panic!("text") };
+        let ColumnValues::Text(t) = &back.column(0).values else {
+            panic!("text")
+        };
         assert_eq!(t.entries(), 3, "null rows add no entry");
         // The WAL re-encodes the received form: the dictionary survives.
         let mut again = Vec::new();
@@ -423,18 +510,24 @@ mod tests {
         // Near-unique columns stay plain.
         let unique: Vec<String> = (0..100).map(|i| format!("id-{i}")).collect();
         let (_, batch) = text_batch(&unique.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>());
-        let ColumnValues::Text(t) = &batch.column(0).values else { panic!("text") };
+        let ColumnValues::Text(t) = &batch.column(0).values else {
+            panic!("text")
+        };
         assert!(t.to_dictionary(None).is_none());
     }
 
     #[test]
     fn wide_dictionaries_use_u32_codes() {
         let owned: Vec<String> = (0..140_000).map(|i| format!("{}", i % 70_000)).collect();
-        let (schema, batch) = text_batch(&owned.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>());
+        let (schema, batch) =
+            text_batch(&owned.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>());
         let mut buf = Vec::new();
         encode_batch_compact(&batch, &mut buf);
         assert_eq!(buf[10], ENCODING_DICTIONARY_U32);
-        assert_eq!(decode_batch(&buf, &schema, &DecodeLimits::default()).unwrap(), batch);
+        assert_eq!(
+            decode_batch(&buf, &schema, &DecodeLimits::default()).unwrap(),
+            batch
+        );
     }
 
     #[test]
@@ -451,24 +544,46 @@ mod tests {
         assert_eq!(good.len(), codes_at + 8);
         let mut bad = good.clone();
         bad[codes_at + 2] = 2; // code 2 of 2 entries
-        assert!(matches!(decode_batch(&bad, &schema, &limits), Err(CodecError::Malformed(m)) if m.contains("code 2")));
+        assert!(
+            matches!(decode_batch(&bad, &schema, &limits), Err(CodecError::Malformed(m)) if m.contains("code 2"))
+        );
         let mut bad = good.clone();
         bad[entries_at] = 5; // more entries than rows
-        assert!(matches!(decode_batch(&bad, &schema, &limits), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode_batch(&bad, &schema, &limits),
+            Err(CodecError::Malformed(_))
+        ));
         let mut bad = good.clone();
         bad[entries_at] = 0; // no entries for 4 rows
-        assert!(matches!(decode_batch(&bad, &schema, &limits), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode_batch(&bad, &schema, &limits),
+            Err(CodecError::Malformed(_))
+        ));
         let mut bad = good.clone();
         bad[10] = 3; // unknown encoding
-        assert!(matches!(decode_batch(&bad, &schema, &limits), Err(CodecError::Malformed(m)) if m.contains("encoding 3")));
+        assert!(
+            matches!(decode_batch(&bad, &schema, &limits), Err(CodecError::Malformed(m)) if m.contains("encoding 3"))
+        );
         let mut bad = good.clone();
         bad[entries_at + 4 + 8] = 0xff; // entry bytes not UTF-8
-        assert!(matches!(decode_batch(&bad, &schema, &limits), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode_batch(&bad, &schema, &limits),
+            Err(CodecError::Malformed(_))
+        ));
         for len in 0..good.len() {
-            assert!(decode_batch(&good[..len], &schema, &limits).is_err(), "truncated at {len}");
+            assert!(
+                decode_batch(&good[..len], &schema, &limits).is_err(),
+                "truncated at {len}"
+            );
         }
-        let tight = DecodeLimits { rows_max: 10, text_value_bytes_max: 0 };
-        assert!(matches!(decode_batch(&good, &schema, &tight), Err(CodecError::ValueTooLarge(_))));
+        let tight = DecodeLimits {
+            rows_max: 10,
+            text_value_bytes_max: 0,
+        };
+        assert!(matches!(
+            decode_batch(&good, &schema, &tight),
+            Err(CodecError::ValueTooLarge(_))
+        ));
     }
 
     proptest::proptest! {

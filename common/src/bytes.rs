@@ -40,7 +40,11 @@ impl<'a> ByteReader<'a> {
     /// Takes the next `n` bytes.
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], ReadError> {
         if n > self.remaining() {
-            return Err(ReadError { offset: self.pos, needed: n, available: self.remaining() });
+            return Err(ReadError {
+                offset: self.pos,
+                needed: n,
+                available: self.remaining(),
+            });
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -110,7 +114,14 @@ mod tests {
         let mut r = ByteReader::new(&[1, 2, 3]);
         assert_eq!(r.u16().unwrap(), 0x0201);
         let err = r.u32().unwrap_err();
-        assert_eq!(err, ReadError { offset: 2, needed: 4, available: 1 });
+        assert_eq!(
+            err,
+            ReadError {
+                offset: 2,
+                needed: 4,
+                available: 1
+            }
+        );
         assert_eq!(r.u8().unwrap(), 3);
         assert!(r.is_empty());
     }

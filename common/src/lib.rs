@@ -10,6 +10,7 @@ pub mod batch;
 pub mod batch_codec;
 pub mod bytes;
 pub mod faults;
+pub mod powerloss;
 pub mod schema;
 pub mod time;
 

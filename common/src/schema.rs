@@ -61,7 +61,11 @@ pub struct ColumnDef {
 
 impl ColumnDef {
     pub fn new(name: &str, ty: ColumnType, nullable: bool) -> Self {
-        ColumnDef { name: name.to_string(), ty, nullable }
+        ColumnDef {
+            name: name.to_string(),
+            ty,
+            nullable,
+        }
     }
 }
 
@@ -116,7 +120,12 @@ impl Schema {
         sort_key: Vec<usize>,
         bitmap_columns: Vec<usize>,
     ) -> Result<Schema, SchemaError> {
-        let schema = Schema { name: name.to_string(), columns, sort_key, bitmap_columns };
+        let schema = Schema {
+            name: name.to_string(),
+            columns,
+            sort_key,
+            bitmap_columns,
+        };
         schema.validate()?;
         Ok(schema)
     }
@@ -171,8 +180,13 @@ impl Schema {
             c("properties", Text, true),
         ];
         let sort_key = vec![events::APP_ID, events::DEVICE_ID, events::TS];
-        Schema::new(events::TABLE_NAME, columns, sort_key, vec![events::EVENT_TYPE])
-            .expect("built-in events schema is valid")
+        Schema::new(
+            events::TABLE_NAME,
+            columns,
+            sort_key,
+            vec![events::EVENT_TYPE],
+        )
+        .expect("built-in events schema is valid")
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
@@ -209,7 +223,9 @@ impl Schema {
         let name = decode_name(r)?;
         let count = r.u16()? as usize;
         if count > SCHEMA_COLUMNS_MAX {
-            return Err(SchemaError::Invalid(format!("column count {count} exceeds limit")));
+            return Err(SchemaError::Invalid(format!(
+                "column count {count} exceeds limit"
+            )));
         }
         let mut columns = Vec::with_capacity(count);
         for _ in 0..count {
@@ -221,7 +237,11 @@ impl Schema {
                 1 => true,
                 other => return Err(SchemaError::Invalid(format!("bad nullable flag {other}"))),
             };
-            columns.push(ColumnDef { name: decode_name(r)?, ty, nullable });
+            columns.push(ColumnDef {
+                name: decode_name(r)?,
+                ty,
+                nullable,
+            });
         }
         let sort_key = decode_index_list(r)?;
         let bitmap_columns = decode_index_list(r)?;
@@ -237,7 +257,9 @@ fn decode_name(r: &mut ByteReader<'_>) -> Result<String, SchemaError> {
 fn decode_index_list(r: &mut ByteReader<'_>) -> Result<Vec<usize>, SchemaError> {
     let len = r.u16()? as usize;
     if len > SCHEMA_COLUMNS_MAX {
-        return Err(SchemaError::Invalid(format!("index list length {len} exceeds limit")));
+        return Err(SchemaError::Invalid(format!(
+            "index list length {len} exceeds limit"
+        )));
     }
     (0..len).map(|_| Ok(r.u16()? as usize)).collect()
 }
@@ -262,7 +284,10 @@ mod tests {
         let mut buf = Vec::new();
         Schema::events().encode(&mut buf);
         for len in 0..buf.len() {
-            assert!(Schema::decode(&mut ByteReader::new(&buf[..len])).is_err(), "len {len}");
+            assert!(
+                Schema::decode(&mut ByteReader::new(&buf[..len])).is_err(),
+                "len {len}"
+            );
         }
     }
 

@@ -3,7 +3,7 @@
 //! can make the WAL's fdatasync fail (or the process abort) at a precise step.
 //!
 //! Syntax: semicolon-separated rules, each `op:path_contains:action[:skip=N][:once]`.
-//! - `op`: `create`, `write`, `sync`, `rename`, `remove` or `syncdir`;
+//! - `op`: `create`, `write`, `sync`, `rename`, `remove`, `syncdir` or `any` (every op);
 //! - `path_contains`: the rule matches file paths containing this text (empty matches all;
 //!   it cannot contain `:` or `;`);
 //! - `action`: `eio`, `enospc` (fail the operation with that errno) or `crash` (abort);
@@ -15,29 +15,57 @@
 //! A malformed value is an error that stops start-up: a fault test whose rule silently did
 //! not arm would pass for the wrong reason. This is never meant for production; the server
 //! logs a loud warning whenever the variable is set.
+//!
+//! With the variable set (even empty) the server is in *fault mode*: the HTTP endpoint
+//! `/debug/faults` replaces the rules at run time (`PUT` with a spec as the body, `DELETE` to
+//! clear, `GET` to list), so a harness can fill the disk and free it again without a restart.
+//!
+//! `LOOKBACK_POWERLOSS_DIR=<dir>` (also fault mode) mirrors every fsync into a power-loss
+//! journal in `<dir>` (see `lookback_common::powerloss`); `LOOKBACK_POWERLOSS_IGNORE_SYNC=<text>`
+//! makes syncs of paths containing the text count for nothing (the "fsync disabled" control).
 
 use anyhow::{bail, Context, Result};
 use lookback_common::faults::{FaultAction, FaultOp, FaultRule, Faults, EIO, ENOSPC};
 
 pub const FAULTS_ENV_VAR: &str = "LOOKBACK_FAULTS";
+pub const POWERLOSS_DIR_ENV_VAR: &str = "LOOKBACK_POWERLOSS_DIR";
+pub const POWERLOSS_IGNORE_ENV_VAR: &str = "LOOKBACK_POWERLOSS_IGNORE_SYNC";
 
-/// Arms `options.faults` from `LOOKBACK_FAULTS` when it is set (and not empty).
-pub fn apply(mut options: lookback_storage::DbOptions) -> Result<lookback_storage::DbOptions> {
-    let Some(spec) = std::env::var_os(FAULTS_ENV_VAR) else { return Ok(options) };
-    let spec = spec.into_string().map_err(|_| anyhow::anyhow!("{FAULTS_ENV_VAR} is not valid UTF-8"))?;
-    if spec.trim().is_empty() {
-        return Ok(options);
+fn env_text(name: &str) -> Result<Option<String>> {
+    match std::env::var_os(name) {
+        None => Ok(None),
+        Some(value) => value.into_string().map(Some).map_err(|_| anyhow::anyhow!("{name} is not valid UTF-8")),
     }
+}
+
+/// Arms `options.faults` from the environment; returns the handle when in fault mode (for
+/// the `/debug/faults` endpoint), `None` otherwise.
+pub fn apply(mut options: lookback_storage::DbOptions) -> Result<(lookback_storage::DbOptions, Option<Faults>)> {
+    let spec = env_text(FAULTS_ENV_VAR)?;
+    let journal_dir = env_text(POWERLOSS_DIR_ENV_VAR)?.filter(|d| !d.is_empty());
+    if spec.is_none() && journal_dir.is_none() {
+        return Ok((options, None));
+    }
+    let spec = spec.unwrap_or_default();
     let rules = parse(&spec).with_context(|| format!("parse {FAULTS_ENV_VAR}={spec:?}"))?;
+    let faults = match &journal_dir {
+        Some(dir) => {
+            let ignore = env_text(POWERLOSS_IGNORE_ENV_VAR)?.filter(|s| !s.is_empty());
+            let journal = lookback_common::powerloss::Journal::open(std::path::Path::new(dir), ignore)
+                .with_context(|| format!("open power-loss journal {dir}"))?;
+            Faults::with_journal(journal)
+        }
+        None => Faults::none(),
+    };
     tracing::warn!(
         rules = rules.len(),
         spec = %spec,
+        power_loss_journal = journal_dir.as_deref().unwrap_or(""),
         "FAULT INJECTION IS ON ({FAULTS_ENV_VAR}): file operations will fail on purpose; never set this in production"
     );
-    let faults = Faults::none();
-    rules.into_iter().for_each(|rule| faults.arm(rule));
-    options.faults = faults;
-    Ok(options)
+    faults.set_rules(rules);
+    options.faults = faults.clone();
+    Ok((options, Some(faults)))
 }
 
 /// Parses a whole `LOOKBACK_FAULTS` value; empty rules between semicolons are ignored.
@@ -79,7 +107,8 @@ fn parse_op(op: &str) -> Result<FaultOp> {
         "rename" => FaultOp::Rename,
         "remove" => FaultOp::Remove,
         "syncdir" => FaultOp::SyncDir,
-        other => bail!("unknown op {other:?} (expected create, write, sync, rename, remove or syncdir)"),
+        "any" => FaultOp::Any,
+        other => bail!("unknown op {other:?} (expected create, write, sync, rename, remove, syncdir or any)"),
     })
 }
 

@@ -1,12 +1,14 @@
 //! The HTTP endpoint for operators: `/health`, `/metrics` (Prometheus), and admin actions
 //! used by benchmarks and operators (`POST /admin/flush`, `POST /admin/compact`,
-//! `GET /admin/storage` with the per-column on-disk breakdown).
+//! `GET /admin/storage` with the per-column on-disk breakdown), and in fault mode only
+//! (`LOOKBACK_FAULTS` set, see `faults_env`) `/debug/faults` to change injected faults.
 
 use crate::metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use lookback_common::Faults;
 use axum::Router;
 use lookback_storage::Db;
 use lookback_wire::ingest::IngestServerStats;
@@ -18,10 +20,17 @@ pub struct HttpState {
     pub db: Arc<Db>,
     pub ingest: Arc<IngestServerStats>,
     pub started: Instant,
+    /// Set in fault mode: `/debug/faults` is mounted.
+    pub faults: Option<Faults>,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let router = Router::new();
+    let router = match state.faults {
+        Some(_) => router.route("/debug/faults", get(list_faults).put(set_faults).delete(clear_faults)),
+        None => router,
+    };
+    router
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .route("/admin/flush", post(flush))
@@ -39,6 +48,34 @@ async fn health(State(s): State<HttpState>) -> Response {
         None => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
         Some(reason) => json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "wal_poisoned", "reason": reason})),
     }
+}
+
+fn fault_rules(faults: &Faults) -> Response {
+    let rules: Vec<_> = faults.rules().into_iter().map(|(rule, seen)| format!("{rule:?} seen={seen}")).collect();
+    json(StatusCode::OK, serde_json::json!({"rules": rules}))
+}
+
+async fn list_faults(State(s): State<HttpState>) -> Response {
+    s.faults.as_ref().map_or_else(|| StatusCode::NOT_FOUND.into_response(), fault_rules)
+}
+
+async fn set_faults(State(s): State<HttpState>, body: String) -> Response {
+    let Some(faults) = &s.faults else { return StatusCode::NOT_FOUND.into_response() };
+    match crate::faults_env::parse(&body) {
+        Ok(rules) => {
+            tracing::warn!(spec = %body, "injected faults replaced");
+            faults.set_rules(rules);
+            fault_rules(faults)
+        }
+        Err(e) => json(StatusCode::BAD_REQUEST, serde_json::json!({"error": format!("{e:#}")})),
+    }
+}
+
+async fn clear_faults(State(s): State<HttpState>) -> Response {
+    let Some(faults) = &s.faults else { return StatusCode::NOT_FOUND.into_response() };
+    tracing::warn!("injected faults cleared");
+    faults.set_rules(Vec::new());
+    fault_rules(faults)
 }
 
 async fn metrics_text(State(s): State<HttpState>) -> Response {

@@ -29,6 +29,8 @@ pub fn ingest_error(e: DbError) -> IngestError {
         DbError::Overloaded(_) => ErrorCode::Overloaded,
         DbError::ShuttingDown => ErrorCode::ShuttingDown,
         DbError::TooLarge(_) => ErrorCode::ValueTooLarge,
+        DbError::DiskFull(_) => ErrorCode::DiskFull,
+        DbError::Wal(lookback_wal::WalError::Io { errno: Some(errno), .. }) if *errno == libc::ENOSPC => ErrorCode::DiskFull,
         _ => ErrorCode::StorageFailure,
     };
     IngestError { code, message: e.to_string() }

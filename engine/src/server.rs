@@ -36,7 +36,7 @@ pub async fn serve(config: Config, demo: bool) -> Result<()> {
     // Handlers first: a SIGTERM during start-up must shut down cleanly, not kill the process.
     let signals = Signals::install();
     config.validate()?;
-    let options = crate::faults_env::apply(config.db_options()?)?;
+    let (options, faults) = crate::faults_env::apply(config.db_options()?)?;
     let db = tokio::task::spawn_blocking(move || Db::open(options)).await?.context("open data directory")?;
     let db = Arc::new(db);
     if demo {
@@ -63,7 +63,7 @@ pub async fn serve(config: Config, demo: bool) -> Result<()> {
         print_demo_help(&config.pg_addr);
     }
     let pg = tokio::spawn(lookback_wire::pg::serve(pg_listener, sql, db.clone(), models, config.pg_server_config(), shutdown_rx.clone()));
-    let app = router(HttpState { db: db.clone(), ingest: stats, started });
+    let app = router(HttpState { db: db.clone(), ingest: stats, started, faults });
     let mut http_shutdown = shutdown_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)

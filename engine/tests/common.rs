@@ -1,9 +1,8 @@
 //! Helpers for tests that run the real `lookback` binary.
 #![allow(dead_code)]
 
-use lookback_common::{batch::format_uuid, Batch, BatchBuilder, Schema, Value};
-use rand::rngs::SmallRng;
-use rand::Rng;
+#[allow(unused_imports)] // each test binary uses some
+pub use lookback_jepsen::events::{build, event_id, expected_json, random_event};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -198,14 +197,6 @@ pub fn dumped_ids(rows: &[serde_json::Map<String, serde_json::Value>]) -> std::c
     seen
 }
 
-/// Event id (as dumped) of a row built by [`random_event`].
-pub fn event_id(row: &[Value]) -> String {
-    match &row[0] {
-        Value::Uuid(u) => format_uuid(u),
-        other => panic!("event_id is not a uuid: {other:?}"),
-    }
-}
-
 /// Runs `lookback dump` and returns the JSON objects.
 pub fn dump(data_dir: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
     let out = Command::new(lookback_bin())
@@ -230,56 +221,6 @@ pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
     let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
-}
-
-pub fn random_event(rng: &mut SmallRng, producer: u64) -> Vec<Value> {
-    let text = |s: String| Value::Text(s);
-    let device = rng.gen_range(0..500);
-    let kind = ["impression", "click", "install", "purchase"][rng.gen_range(0..4)];
-    vec![
-        Value::Uuid(rng.gen()),
-        text(format!("app{}", producer % 3)),
-        Value::Timestamp(1_793_491_200_000_000 + rng.gen_range(0..86_400_000_000i64)),
-        text(kind.into()),
-        text(format!("device-{device}")),
-        if rng.gen_bool(0.3) { text(format!("user-{device}")) } else { Value::Null },
-        text(format!("192.168.{}.{}", device / 250, device % 250)),
-        text("Mozilla/5.0 (Linux; Android 14) ✓".into()),
-        text("android".into()),
-        if kind == "purchase" { Value::Null } else { text(format!("channel-{}", device % 7)) },
-        Value::Null,
-        if kind == "purchase" { Value::Float64(rng.gen_range(0.5..100.0)) } else { Value::Null },
-        if kind == "purchase" { text("USD".into()) } else { Value::Null },
-        text(format!("{{\"n\":{}}}", rng.gen_range(0..1000))),
-    ]
-}
-
-pub fn build(rows: &[Vec<Value>]) -> Batch {
-    let schema = Schema::events();
-    let mut b = BatchBuilder::new(&schema, rows.len());
-    rows.iter().for_each(|r| b.push_row(r).unwrap());
-    b.finish().unwrap()
-}
-
-/// The JSON object `lookback dump` prints for a row.
-pub fn expected_json(row: &[Value]) -> serde_json::Map<String, serde_json::Value> {
-    let schema = Schema::events();
-    schema
-        .columns
-        .iter()
-        .zip(row)
-        .map(|(c, v)| {
-            let j = match v {
-                Value::Null => serde_json::Value::Null,
-                Value::Bool(b) => (*b).into(),
-                Value::Int64(i) | Value::Timestamp(i) => (*i).into(),
-                Value::Float64(f) => serde_json::Number::from_f64(*f).unwrap().into(),
-                Value::Text(s) => s.clone().into(),
-                Value::Uuid(u) => format_uuid(u).into(),
-            };
-            (c.name.clone(), j)
-        })
-        .collect()
 }
 
 /// Runs `psql` against a Lookback pg endpoint (`127.0.0.1:PORT`) with `args` after the

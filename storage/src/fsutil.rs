@@ -19,7 +19,9 @@ pub fn write_new_file_synced(path: &Path, bytes: &[u8], faults: &Faults) -> Resu
     faults.check(FaultOp::Write, path).map_err(|e| StorageError::io(ctx("write"), e))?;
     file.write_all(bytes).map_err(|e| StorageError::io(ctx("write"), e))?;
     faults.check(FaultOp::Sync, path).map_err(|e| StorageError::io(ctx("fsync"), e))?;
-    file.sync_all().map_err(|e| StorageError::io(ctx("fsync"), e))
+    file.sync_all().map_err(|e| StorageError::io(ctx("fsync"), e))?;
+    faults.synced_file(path, None);
+    Ok(())
 }
 
 pub fn rename(from: &Path, to: &Path, faults: &Faults) -> Result<(), StorageError> {
@@ -32,7 +34,9 @@ pub fn rename(from: &Path, to: &Path, faults: &Faults) -> Result<(), StorageErro
 pub fn sync_dir(dir: &Path, faults: &Faults) -> Result<(), StorageError> {
     let ctx = || format!("fsync directory {}", dir.display());
     faults.check(FaultOp::SyncDir, dir).map_err(|e| StorageError::io(ctx(), e))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StorageError::io(ctx(), e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StorageError::io(ctx(), e))?;
+    faults.synced_dir(dir);
+    Ok(())
 }
 
 pub fn remove_file(path: &Path, faults: &Faults) -> Result<(), StorageError> {

@@ -6,12 +6,19 @@
 //! asks for the one after. If the writer outruns the preparer it waits; a preparation failure
 //! is handed to the writer, which poisons the WAL.
 //!
+//! Except a full disk (ENOSPC): nothing was written to the log, so nothing is poisoned. The
+//! preparer reports the WAL as full ([`Preparer::disk_full`]: new appends are refused with that
+//! error), retries every `PREPARE_RETRY_INTERVAL_MS`, and once space is freed the writer, which
+//! waited with its group, goes on: ingest resumes without a restart.
+//!
 //! At most one file is prepared ahead, so the directory holds at most one unwritten segment.
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -28,11 +35,18 @@ pub struct PreparedSegment {
     pub bytes: u64,
 }
 
+/// How often a preparation that failed for lack of space is retried.
+const PREPARE_RETRY_INTERVAL_MS: u64 = 100;
+
 #[derive(Default)]
 struct State {
     wanted: Option<u64>,
     ready: Option<PreparedSegment>,
     failed: Option<WalError>,
+    /// The last preparation failed with ENOSPC; it is retried.
+    disk_full: Option<WalError>,
+    /// Shutting down: a writer waiting for space gives up.
+    abandon: bool,
     stop: bool,
 }
 
@@ -42,6 +56,8 @@ struct Shared {
     dir: SegmentDir,
     pool: Arc<RecyclePool>,
     segment_bytes: u64,
+    /// Mirrors `state.disk_full.is_some()` for the append path's check.
+    full: AtomicBool,
 }
 
 pub struct Preparer {
@@ -61,7 +77,7 @@ impl Preparer {
     ) -> Result<Preparer, WalError> {
         let wanted = if adopted.is_some() { None } else { Some(first_index) };
         let state = State { wanted, ready: adopted, ..State::default() };
-        let shared = Arc::new(Shared { state: Mutex::new(state), changed: Condvar::new(), dir, pool, segment_bytes });
+        let shared = Arc::new(Shared { state: Mutex::new(state), changed: Condvar::new(), dir, pool, segment_bytes, full: AtomicBool::new(false) });
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("lookback-wal-prepare".into())
@@ -83,12 +99,29 @@ impl Preparer {
                 self.shared.changed.notify_all();
                 return Ok(ready);
             }
+            if let (true, Some(error)) = (state.abandon, &state.disk_full) {
+                return Err(error.clone());
+            }
             if state.wanted.is_none() {
                 state.wanted = Some(index);
                 self.shared.changed.notify_all();
             }
             self.shared.changed.wait(&mut state);
         }
+    }
+
+    /// The ENOSPC error while the disk is full (preparation is being retried), else `None`.
+    pub fn disk_full(&self) -> Option<WalError> {
+        if !self.shared.full.load(Ordering::Acquire) {
+            return None;
+        }
+        self.shared.state.lock().disk_full.clone()
+    }
+
+    /// At shutdown: a writer waiting for disk space fails its group instead of waiting.
+    pub fn abandon(&self) {
+        self.shared.state.lock().abandon = true;
+        self.shared.changed.notify_all();
     }
 
     /// Stops and joins the thread; a file already prepared stays on disk for the next open.
@@ -119,16 +152,38 @@ fn run(shared: &Shared) {
         drop(state);
         let result = prepare(shared, index);
         state = shared.state.lock();
-        state.wanted = None;
         match result {
-            Ok(prepared) => state.ready = Some(prepared),
+            Ok(prepared) => {
+                state.wanted = None;
+                state.ready = Some(prepared);
+                if state.disk_full.take().is_some() {
+                    tracing::info!(index, "disk space is back: the wal takes writes again");
+                }
+            }
+            Err(error) if is_disk_full(&error) => {
+                if state.disk_full.is_none() {
+                    tracing::error!(%error, "the disk is full: the wal refuses writes until space is freed");
+                }
+                state.disk_full = Some(error);
+                shared.full.store(true, Ordering::Release);
+                shared.changed.notify_all();
+                let retry = Duration::from_millis(PREPARE_RETRY_INTERVAL_MS);
+                let _ = shared.changed.wait_for(&mut state, retry);
+                continue;
+            }
             Err(error) => {
+                state.wanted = None;
                 tracing::error!(%error, "preparing the next wal segment failed");
                 state.failed = Some(error);
             }
         }
+        shared.full.store(state.disk_full.is_some(), Ordering::Release);
         shared.changed.notify_all();
     }
+}
+
+fn is_disk_full(error: &WalError) -> bool {
+    matches!(error, WalError::Io { errno: Some(libc::ENOSPC), .. })
 }
 
 /// Reuses a recycled file of the right size, or creates a new one.
@@ -139,7 +194,14 @@ fn prepare(shared: &Shared, index: u64) -> Result<PreparedSegment, WalError> {
             shared.dir.remove(&recycled)?; // written under another segment_bytes setting
             continue;
         }
-        let (path, file) = shared.dir.reuse_recycled(&recycled, index, shared.segment_bytes)?;
+        let (path, file) = match shared.dir.reuse_recycled(&recycled, index, shared.segment_bytes) {
+            Ok(reused) => reused,
+            Err(error) => {
+                // Half re-zeroed: not worth keeping, and removing it frees space.
+                let _ = shared.dir.remove(&recycled);
+                return Err(error);
+            }
+        };
         tracing::debug!(index, "reused a recycled wal segment");
         return Ok(PreparedSegment { index, path, file, bytes: shared.segment_bytes });
     }

@@ -79,7 +79,9 @@ impl SegmentDir {
             return Ok(());
         };
         self.faults.check(FaultOp::SyncDir, parent).map_err(|e| WalError::io(context(), &e))?;
-        File::open(parent).and_then(|d| d.sync_all()).map_err(|e| WalError::io(context(), &e))
+        File::open(parent).and_then(|d| d.sync_all()).map_err(|e| WalError::io(context(), &e))?;
+        self.faults.synced_dir(parent);
+        Ok(())
     }
 
     pub fn list(&self) -> Result<Listing, WalError> {
@@ -134,7 +136,11 @@ impl SegmentDir {
             .truncate(true)
             .open(&tmp)
             .map_err(|e| WalError::io(context(), &e))?;
-        self.zero_range(&file, &tmp, 0, segment_bytes)?;
+        if let Err(error) = self.zero_range(&file, &tmp, 0, segment_bytes) {
+            // A partial file would only hold space (a full disk is retried).
+            let _ = std::fs::remove_file(&tmp);
+            return Err(error);
+        }
         self.install(&tmp, index).map(|path| (path, file))
     }
 
@@ -161,7 +167,9 @@ impl SegmentDir {
             write_zeros(file, &vec![0u8; ZERO_CHUNK_BYTES], from, to).map_err(|e| WalError::io(context(), &e))?;
         }
         self.faults.check(FaultOp::Sync, path).map_err(|e| WalError::io(context(), &e))?;
-        file.sync_all().map_err(|e| WalError::io(context(), &e))
+        file.sync_all().map_err(|e| WalError::io(context(), &e))?;
+        self.faults.synced_file(path, None);
+        Ok(())
     }
 
     pub fn rename(&self, from: &Path, to: &Path) -> Result<(), WalError> {
@@ -184,7 +192,9 @@ impl SegmentDir {
         let context = || format!("fsync wal directory {}", self.dir.display());
         self.faults.check(FaultOp::SyncDir, &self.dir).map_err(|e| WalError::io(context(), &e))?;
         let dir = File::open(&self.dir).map_err(|e| WalError::io(context(), &e))?;
-        dir.sync_all().map_err(|e| WalError::io(context(), &e))
+        dir.sync_all().map_err(|e| WalError::io(context(), &e))?;
+        self.faults.synced_dir(&self.dir);
+        Ok(())
     }
 }
 

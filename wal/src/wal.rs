@@ -143,6 +143,9 @@ impl Wal {
         if payload.len() > self.options.record_bytes_max {
             return Err(WalError::RecordTooLarge { bytes: payload.len(), max: self.options.record_bytes_max });
         }
+        if let Some(full) = self.preparer.disk_full() {
+            return Err(full);
+        }
         self.queue.push(payload, on_durable)
     }
 
@@ -177,6 +180,12 @@ impl Wal {
         self.queue.poisoned()
     }
 
+    /// The ENOSPC error while the disk is too full for the next segment (appends are refused
+    /// with it until space is freed; nothing is poisoned).
+    pub fn disk_full(&self) -> Option<WalError> {
+        self.preparer.disk_full()
+    }
+
     pub fn backend(&self) -> IoBackendKind {
         self.backend
     }
@@ -189,6 +198,7 @@ impl Wal {
     /// Idempotent; later appends fail with `ShutDown`.
     pub fn shutdown(&self) {
         self.queue.shut_down();
+        self.preparer.abandon();
         if let Some(handle) = self.writer.lock().take() {
             if handle.join().is_err() {
                 tracing::error!("wal writer thread panicked");

@@ -86,6 +86,7 @@ fn failed_write_poisons() {
 
 #[test]
 fn failed_preparation_of_the_next_segment_poisons_at_the_switch() {
+    // EIO: a full disk (ENOSPC) is retried instead, see the next test.
     for mode in backends() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("wal");
@@ -93,7 +94,7 @@ fn failed_preparation_of_the_next_segment_poisons_at_the_switch() {
         options.recycled_segments_max = 0;
         let faults = options.faults.clone();
         // The preparer starts creating segment 2 at open; fail that creation.
-        arm(&faults, FaultOp::Create, "wal-00000000000000000002", ENOSPC);
+        arm(&faults, FaultOp::Create, "wal-00000000000000000002", EIO);
         let opened = open(&options, 0);
         let mut acknowledged = Vec::new();
         let failure = loop {
@@ -108,5 +109,42 @@ fn failed_preparation_of_the_next_segment_poisons_at_the_switch() {
         assert!(acknowledged.len() >= 3, "segment 1 holds several records before the switch");
         drop(opened);
         reopen_keeps_acknowledged(&options, &acknowledged);
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn full_disk_refuses_appends_without_poisoning_and_resumes_once_space_is_freed() {
+    for mode in backends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("wal");
+        let mut options = options(&dir, mode, 8 * 1024);
+        options.recycled_segments_max = 0;
+        let faults = options.faults.clone();
+        // Every creation of segment 2 fails, like a disk that stays full.
+        faults.arm(FaultRule { op: FaultOp::Create, path_contains: segment_name(2).replace(".log", ""), skip: 0, action: FaultAction::Error(ENOSPC), once: false });
+        let opened = open(&options, 0);
+        let first = append_durable(&opened.wal, payload(1, 1500));
+        wait_until("the wal reports the full disk", || opened.wal.disk_full().is_some());
+        let refused = opened.wal.append(payload(2, 1500), Box::new(|_| {})).unwrap_err();
+        assert!(matches!(refused, WalError::Io { errno: Some(ENOSPC), .. }), "{refused}");
+        assert!(refused.to_string().contains("No space left on device"), "{refused}");
+        assert!(opened.wal.poisoned().is_none(), "a full disk does not poison");
+        // Space is freed: the preparer's retry succeeds and appends go on across the switch.
+        faults.clear();
+        wait_until("the wal takes writes again", || opened.wal.disk_full().is_none());
+        let later: Vec<Lsn> = (0..12).map(|i| append_durable(&opened.wal, payload(10 + i, 1500))).collect();
+        assert_eq!(later[0], first + 1, "the refused append took no lsn");
+        assert!(segment_files(&dir).len() >= 2, "appends went on into segment 2: {:?}", segment_files(&dir));
+        drop(opened);
+        let reopened = open(&options, 0);
+        assert_eq!(reopened.replayed.len(), 13, "every acknowledged record recovered");
     }
 }

@@ -230,6 +230,7 @@ impl Output<'_> {
         self.faults.check(FaultOp::Sync, self.path).map_err(|e| StorageError::io(context(), e))?;
         self.file.flush().map_err(|e| StorageError::io(context(), e))?;
         self.file.get_ref().sync_all().map_err(|e| StorageError::io(context(), e))?;
+        self.faults.synced_file(self.path, None);
         let len = self.file.get_ref().metadata().map_err(|e| StorageError::io(context(), e))?.len();
         assert_eq!(len, self.written, "segment file size differs from bytes written");
         Ok(())

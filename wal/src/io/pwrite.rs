@@ -29,7 +29,9 @@ impl SegmentIo for PwriteIo {
         self.faults.check(FaultOp::Write, path).map_err(IoFailure::write)?;
         pwrite_all(file, offset, bytes).map_err(IoFailure::write)?;
         self.faults.check(FaultOp::Sync, path).map_err(IoFailure::sync)?;
-        fdatasync(file).map_err(IoFailure::sync)
+        fdatasync(file).map_err(IoFailure::sync)?;
+        self.faults.synced_file(path, Some((offset, bytes.len())));
+        Ok(())
     }
 }
 

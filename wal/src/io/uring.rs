@@ -137,7 +137,10 @@ impl SegmentIo for UringIo {
                 return Err(IoFailure::sync(error));
             }
             return match results.sync {
-                Some(result) if result >= 0 => Ok(()),
+                Some(result) if result >= 0 => {
+                    self.faults.synced_file(path, Some((offset, bytes.len())));
+                    Ok(())
+                }
                 Some(result) => Err(IoFailure::sync(cqe_error(result))),
                 None => Err(IoFailure::sync(io::Error::other("io_uring fsync produced no completion"))),
             };

@@ -31,10 +31,13 @@ pub enum ErrorCode {
     StorageFailure = 9,
     /// The batch has more events than batch_events_max. Final.
     TooManyEvents = 10,
+    /// The server's disk is full: nothing of the batch was logged. Retriable (once an operator
+    /// frees space the server takes writes again, without a restart).
+    DiskFull = 11,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::MalformedFrame,
         ErrorCode::SchemaMismatch,
         ErrorCode::ValueTooLarge,
@@ -45,6 +48,7 @@ impl ErrorCode {
         ErrorCode::Unauthenticated,
         ErrorCode::StorageFailure,
         ErrorCode::TooManyEvents,
+        ErrorCode::DiskFull,
     ];
 
     /// The code for an on-wire value; `None` for values this version does not know.
@@ -68,6 +72,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::StorageFailure => "storage_failure",
             ErrorCode::TooManyEvents => "too_many_events",
+            ErrorCode::DiskFull => "disk_full",
         }
     }
 
@@ -75,7 +80,7 @@ impl ErrorCode {
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Overloaded | ErrorCode::ShuttingDown | ErrorCode::StorageFailure
+            ErrorCode::Overloaded | ErrorCode::ShuttingDown | ErrorCode::StorageFailure | ErrorCode::DiskFull
         )
     }
 }
