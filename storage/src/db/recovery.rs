@@ -175,6 +175,7 @@ fn open_tables(options: &DbOptions, manifest: &Manifest) -> Result<HashMap<Strin
 
 /// Re-inserts the event keys of segments written within the dedup window, newest first, up to
 /// the window's entry limit, so a retry that arrives after a restart is still recognised.
+/// A corrupt block is logged and skipped (with the rest of its segment), not fatal.
 fn rebuild_dedup(options: &DbOptions, state: &mut DbState) -> Result<(), DbError> {
     let now = now_unix_ms();
     let horizon = now.saturating_sub(options.dedup_window_ms);
@@ -189,7 +190,17 @@ fn rebuild_dedup(options: &DbOptions, state: &mut DbState) -> Result<(), DbError
             }
             budget -= s.entry.rows;
             for block in 0..s.segment.block_count() {
-                let cols = s.segment.read_block(block, &[app, id])?;
+                let cols = match s.segment.read_block(block, &[app, id]) {
+                    Ok(cols) => cols,
+                    // One damaged block must not keep the server down: queries that read it
+                    // answer XX001; only its keys are missing from the dedup window (a second
+                    // line of defence behind producer sequences).
+                    Err(e @ crate::error::StorageError::Corrupt { .. }) => {
+                        tracing::error!(error = %e, "corrupt segment block: its event keys are left out of the dedup window");
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let keys: Vec<u128> = column_keys(&cols[0], &cols[1]).collect();
                 state.dedup.insert_batch(&keys, now, |_| {});
             }

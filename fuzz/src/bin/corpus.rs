@@ -1,0 +1,75 @@
+//! Writes the seed corpus (`fuzz/corpus/<target>/`) from a data directory that a server wrote
+//! (segments, MANIFEST, WAL segments) plus frames built here:
+//! `cargo run -p lookback-fuzz --bin lookback-fuzz-corpus -- <data_dir> fuzz/corpus`.
+
+use lookback_common::{BatchBuilder, Schema, Value};
+use lookback_wire::ingest::frame::{self, AckFrame, BatchFrame, ErrorFrame, Frame, Hello, Welcome, FRAME_HEADER_BYTES};
+use std::path::{Path, PathBuf};
+
+/// Seeds larger than this are cut (libFuzzer's default max_len is 4 KiB; segments need more).
+const SEED_BYTES_MAX: usize = 64 << 10;
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, data_dir, out] = args.as_slice() else {
+        eprintln!("usage: lookback-fuzz-corpus <data_dir> <corpus_dir>");
+        std::process::exit(2);
+    };
+    let (data_dir, out) = (Path::new(data_dir), Path::new(out));
+    let write = |target: &str, name: &str, bytes: &[u8]| -> std::io::Result<()> {
+        let dir = out.join(target);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(name), &bytes[..bytes.len().min(SEED_BYTES_MAX)])
+    };
+    for (i, body) in frame_bodies().iter().enumerate() {
+        write("ingest_frame", &format!("frame-{i}"), body)?;
+    }
+    write("manifest", "manifest", &std::fs::read(data_dir.join("MANIFEST"))?)?;
+    let mut segments: Vec<PathBuf> = files(&data_dir.join("segments"), "seg")?;
+    segments.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+    for (i, segment) in segments.iter().take(2).enumerate() {
+        write("segment", &format!("segment-{i}"), &std::fs::read(segment)?)?;
+    }
+    for (i, log) in files(&data_dir.join("wal"), "log")?.iter().take(2).enumerate() {
+        let bytes = std::fs::read(log)?;
+        let used = bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+        write("wal_record", &format!("wal-{i}"), &bytes[..used.min(8192)])?;
+    }
+    Ok(())
+}
+
+fn files(dir: &Path, extension: &str) -> std::io::Result<Vec<PathBuf>> {
+    Ok(std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == extension)).collect())
+}
+
+/// One frame body of each type (what `decode_body` takes: the frame without its header).
+fn frame_bodies() -> Vec<Vec<u8>> {
+    let schema = Schema::events();
+    let mut builder = BatchBuilder::new(&schema, 2);
+    for i in 0..2u8 {
+        let mut row = vec![Value::Null; schema.columns.len()];
+        row[0] = Value::Uuid([i; 16]);
+        row[1] = Value::Text("app".into());
+        row[2] = Value::Timestamp(1_700_000_000_000_000);
+        row[3] = Value::Text("click".into());
+        row[11] = Value::Float64(1.5);
+        builder.push_row(&row).expect("seed row fits the schema");
+    }
+    let mut batch = Vec::new();
+    lookback_common::encode_batch(&builder.finish().expect("seed batch"), &mut batch);
+    let frames = [
+        Frame::Hello(Hello { version: frame::PROTOCOL_VERSION, producer_id: 7, api_key: "key" }),
+        Frame::Welcome(Welcome { version: 1, producer_last_seq: 3, frame_bytes_max: 1 << 20, batch_events_max: 1000 }),
+        Frame::Batch(BatchFrame { seq: 4, table: "events", batch: &batch }),
+        Frame::Ack(AckFrame { seq: 4, lsn: 9, events_accepted: 2, events_deduplicated: 0, flags: 0 }),
+        Frame::Error(ErrorFrame { seq: 4, code: 11, message: "disk full" }),
+    ];
+    frames
+        .iter()
+        .map(|f| {
+            let mut out = Vec::new();
+            frame::encode_frame(f, &mut out);
+            out[FRAME_HEADER_BYTES..].to_vec()
+        })
+        .collect()
+}
