@@ -15,12 +15,35 @@ use crate::events::JsonRow;
 
 #[derive(Default)]
 struct Inner {
-    sent: HashMap<String, JsonRow>,
-    acked: HashSet<String>,
+    /// Event id → hash of the JSON `lookback dump` must print for it. Compact on purpose: a
+    /// long run sends tens of millions of events.
+    sent: HashMap<u128, u64>,
+    acked: HashSet<u128>,
     reads: u64,
     read_errors: u64,
     stale_reads: Vec<String>,
     last_count: u64,
+}
+
+/// An event id (a UUID as dumped) as a number; anything else hashes (it will be a phantom).
+fn id_key(id: &str) -> u128 {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    match (hex.len(), u128::from_str_radix(&hex, 16)) {
+        (32, Ok(key)) => key,
+        _ => u128::from(content_hash_str(id)) | (1u128 << 127),
+    }
+}
+
+fn content_hash_str(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Hash of a row's canonical JSON (object keys sorted: serde_json's map is ordered).
+fn content_hash(row: &JsonRow) -> u64 {
+    content_hash_str(&serde_json::Value::Object(row.clone()).to_string())
 }
 
 /// Shared by every client task of a run.
@@ -35,10 +58,12 @@ impl History {
     }
 
     pub fn sent(&self, rows: impl IntoIterator<Item = (String, JsonRow)>) {
+        let rows: Vec<(u128, u64)> = rows.into_iter().map(|(id, row)| (id_key(&id), content_hash(&row))).collect();
         self.lock().sent.extend(rows);
     }
 
     pub fn acked(&self, ids: impl IntoIterator<Item = String>) {
+        let ids: Vec<u128> = ids.into_iter().map(|id| id_key(&id)).collect();
         self.lock().acked.extend(ids);
     }
 
@@ -56,21 +81,15 @@ impl History {
         let mut inner = self.lock();
         inner.reads += 1;
         if count < acked_before {
-            let problem =
-                format!("count {count} after {acked_before} acknowledged events (stale read)");
+            let problem = format!("count {count} after {acked_before} acknowledged events (stale read)");
             inner.stale_reads.push(problem);
         }
         if count < inner.last_count {
-            let problem = format!(
-                "count {count} after an earlier count of {} (went backwards)",
-                inner.last_count
-            );
+            let problem = format!("count {count} after an earlier count of {} (went backwards)", inner.last_count);
             inner.stale_reads.push(problem);
         }
         if count > sent_after {
-            inner.stale_reads.push(format!(
-                "count {count} with only {sent_after} events sent (phantom rows)"
-            ));
+            inner.stale_reads.push(format!("count {count} with only {sent_after} events sent (phantom rows)"));
         }
         inner.last_count = inner.last_count.max(count);
     }
@@ -81,70 +100,72 @@ impl History {
 
     /// Checks the stored rows against the history.
     pub fn check(&self, stored: &[JsonRow]) -> Verdict {
-        let inner = self.lock();
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        let mut verdict = Verdict {
-            acked: inner.acked.len() as u64,
-            sent: inner.sent.len() as u64,
-            stored: stored.len() as u64,
-            ..Verdict::default()
+        let mut checker = self.checker();
+        stored.iter().for_each(|row| checker.row(row));
+        checker.finish()
+    }
+
+    /// A checker fed stored rows one at a time (a dump of millions of rows is not held).
+    pub fn checker(&self) -> Checker<'_> {
+        Checker { history: self, seen: HashMap::new(), verdict: Verdict::default() }
+    }
+}
+
+pub struct Checker<'a> {
+    history: &'a History,
+    seen: HashMap<u128, u32>,
+    verdict: Verdict,
+}
+
+impl Checker<'_> {
+    pub fn row(&mut self, row: &JsonRow) {
+        let verdict = &mut self.verdict;
+        verdict.stored += 1;
+        let Some(id) = row.get("event_id").and_then(|v| v.as_str()) else {
+            verdict.phantom += 1;
+            note(&mut verdict.problems, format!("stored row without an event_id: {row:?}"));
+            return;
         };
-        for row in stored {
-            let Some(id) = row.get("event_id").and_then(|v| v.as_str()) else {
-                verdict
-                    .problems
-                    .push(format!("stored row without an event_id: {row:?}"));
+        let key = id_key(id);
+        let seen = self.seen.entry(key).or_default();
+        *seen += 1;
+        if *seen > 1 {
+            verdict.duplicated += 1;
+            note(&mut verdict.problems, format!("event {id} stored {seen} times"));
+        }
+        match self.history.lock().sent.get(&key) {
+            None => {
                 verdict.phantom += 1;
-                continue;
-            };
-            *seen.entry(id).or_default() += 1;
-            match inner.sent.get(id) {
-                None => {
-                    verdict.phantom += 1;
-                    note(
-                        &mut verdict.problems,
-                        format!("phantom event {id} (never sent)"),
-                    );
-                }
-                Some(expected) if expected != row => {
-                    verdict.changed += 1;
-                    note(
-                        &mut verdict.problems,
-                        format!("event {id} stored as {row:?}, sent as {expected:?}"),
-                    );
-                }
-                Some(_) => {}
+                note(&mut verdict.problems, format!("phantom event {id} (never sent)"));
             }
-        }
-        for (id, n) in &seen {
-            if *n > 1 {
-                verdict.duplicated += (*n - 1) as u64;
-                note(
-                    &mut verdict.problems,
-                    format!("event {id} stored {n} times"),
-                );
+            Some(hash) if *hash != content_hash(row) => {
+                verdict.changed += 1;
+                note(&mut verdict.problems, format!("event {id} stored as {row:?}, which differs from what was sent"));
             }
+            Some(_) => {}
         }
+    }
+
+    pub fn finish(mut self) -> Verdict {
+        let inner = self.history.lock();
+        let verdict = &mut self.verdict;
+        verdict.acked = inner.acked.len() as u64;
+        verdict.sent = inner.sent.len() as u64;
         for id in &inner.acked {
-            if !seen.contains_key(id.as_str()) {
+            if !self.seen.contains_key(id) {
                 verdict.lost += 1;
-                note(
-                    &mut verdict.problems,
-                    format!("acknowledged event {id} lost"),
-                );
+                note(&mut verdict.problems, format!("acknowledged event {id:032x} lost"));
             }
         }
-        verdict.unacked_stored = seen
-            .keys()
-            .filter(|id| !inner.acked.contains(**id) && inner.sent.contains_key(**id))
-            .count() as u64;
+        verdict.unacked_stored = self.seen.keys().filter(|id| !inner.acked.contains(*id) && inner.sent.contains_key(*id)).count() as u64;
         verdict.reads = inner.reads;
         verdict.read_errors = inner.read_errors;
         verdict.stale_reads = inner.stale_reads.len() as u64;
         for problem in inner.stale_reads.iter().take(PROBLEMS_SHOWN_MAX) {
             verdict.problems.push(problem.clone());
         }
-        verdict
+        drop(inner);
+        self.verdict
     }
 }
 

@@ -24,7 +24,7 @@ pub use scenarios::{run, FaultReport, RunOptions, FAULTS};
 /// The report rows as the Markdown table `docs/reliability.md` shows.
 pub fn markdown_table(reports: &[FaultReport]) -> String {
     let mut out = String::from(
-        "| fault | cycles | acknowledged | lost | duplicated | changed | phantom | stale reads | recovery p50 / p99 ms | result |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| fault | cycles | acknowledged | lost | duplicated | changed | phantom | reads checked | stale reads | recovery p50 / p99 ms | result |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in reports {
         let recovery = match (
@@ -42,7 +42,7 @@ pub fn markdown_table(reports: &[FaultReport]) -> String {
         };
         let v = &r.verdict;
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.fault,
             r.cycles,
             v.acked,
@@ -50,6 +50,7 @@ pub fn markdown_table(reports: &[FaultReport]) -> String {
             v.duplicated,
             v.changed,
             v.phantom,
+            v.reads,
             v.stale_reads,
             recovery,
             result

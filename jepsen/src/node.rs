@@ -252,6 +252,32 @@ impl Node {
         Ok(rows)
     }
 
+    /// Streams `lookback dump` through the checker (the server must not be running).
+    pub fn check_dump(&self, history: &crate::history::History) -> Result<crate::history::Verdict> {
+        use std::io::BufRead;
+        let mut child = Command::new(&self.bin)
+            .args(["dump", "--data-dir"])
+            .arg(&self.data_dir)
+            .env("LOOKBACK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("run lookback dump")?;
+        let mut checker = history.checker();
+        let stdout = child.stdout.take().context("dump's stdout")?;
+        for line in std::io::BufReader::new(stdout).lines() {
+            match serde_json::from_str::<serde_json::Value>(&line?)? {
+                serde_json::Value::Object(row) => checker.row(&row),
+                other => bail!("dump printed a non-object: {other}"),
+            }
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("lookback dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(checker.finish())
+    }
+
     /// The last `lines` lines of the server log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -151,7 +151,7 @@ fn finish(
     let history = workload.stop(rt);
     let status = node.terminate()?;
     report.check(status.success(), "clean shutdown after the faults exits 0");
-    report.verdict = history.check(&node.dump()?);
+    report.verdict = node.check_dump(&history)?;
     report.check(report.verdict.acked > 0, "events were acknowledged");
     Ok(())
 }
@@ -285,7 +285,7 @@ pub fn power_loss(options: &RunOptions, no_fsync: bool) -> Result<FaultReport> {
     let history = workload.stop(&rt);
     // The final cut too: what a clean shutdown would have written is not counted on.
     cut(&mut node, &mut report)?;
-    report.verdict = history.check(&node.dump()?);
+    report.verdict = node.check_dump(&history)?;
     Ok(report)
 }
 
@@ -439,7 +439,7 @@ pub fn torn_segment(options: &RunOptions) -> Result<FaultReport> {
     for cut in (0..bytes.len()).step_by(options.stride.max(1)) {
         copy_dir(&template, &node.data_dir)?;
         std::fs::write(node.data_dir.join(&relative), &bytes[..cut])?;
-        let verdict = history.check(&node.dump()?);
+        let verdict = node.check_dump(&history)?;
         if !verdict.ok() {
             report.fail(format!(
                 "segment cut at {cut} of {} bytes: {verdict:?}",
@@ -719,7 +719,7 @@ pub fn bitflip_segment(options: &RunOptions) -> Result<FaultReport> {
         report.cycles += 1;
     }
     report.checks.push(format!("{detected} answered XX001, {unaffected} answered correctly (flip outside what the scan reads), {refused} refused to start (damaged footer, named with file and offset)"));
-    report.verdict = history.check(&node.dump()?);
+    report.verdict = node.check_dump(&history)?;
     Ok(report)
 }
 
@@ -745,7 +745,7 @@ pub fn bitflip_manifest(options: &RunOptions) -> Result<FaultReport> {
     }
     report.recovery_ms.push(ms(node.start(&[])?));
     node.terminate()?;
-    report.verdict = history.check(&node.dump()?);
+    report.verdict = node.check_dump(&history)?;
     Ok(report)
 }
 
@@ -808,7 +808,7 @@ pub fn crash_points(options: &RunOptions, compaction: bool) -> Result<FaultRepor
             }
             report.recovery_ms.push(ms(node.start(&[])?));
             node.terminate()?;
-            let verdict = history.check(&node.dump()?);
+            let verdict = node.check_dump(&history)?;
             if !verdict.ok() {
                 report.fail(format!("crash at {op} #{k}: {verdict:?}"));
             }

@@ -130,14 +130,15 @@ mod tests {
 
     #[test]
     fn codes_are_stable_and_roundtrip() {
-        let expected: Vec<u16> = (1..=10).collect();
+        let expected: Vec<u16> = (1..=11).collect();
         let actual: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.as_u16()).collect();
         assert_eq!(actual, expected, "error codes are part of the wire format");
         for code in ErrorCode::ALL {
             assert_eq!(ErrorCode::from_u16(code.as_u16()), Some(code));
         }
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(11), None);
+        assert_eq!(ErrorCode::from_u16(12), None);
+        assert!(ErrorCode::DiskFull.is_retriable(), "a full disk is retried once space is freed");
         assert_eq!(ErrorCode::Overloaded.to_string(), "overloaded");
     }
 
