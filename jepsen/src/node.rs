@@ -71,6 +71,8 @@ impl Node {
             ])
             .args(["--memory-prefault-mib", "0"])
             .env("LOOKBACK_LOG", "info")
+            // Start-up errors as one message, not a backtrace (panics still print theirs).
+            .env("RUST_LIB_BACKTRACE", "0")
             .env_remove("LOOKBACK_FAULTS")
             .env_remove("LOOKBACK_POWERLOSS_DIR")
             .env_remove("LOOKBACK_POWERLOSS_IGNORE_SYNC")
