@@ -339,16 +339,19 @@ fn wal_files(data_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// A fresh site with a quiet node (not started), a runtime, an empty history and the run's rng.
+fn quiet_site(options: &RunOptions, name: &str) -> Result<(PathBuf, Node, tokio::runtime::Runtime, History, SmallRng)> {
+    let site = site(options, name)?;
+    let node = Node::new(&options.bin, &site, QUIET_CONFIG)?;
+    Ok((site, node, runtime()?, History::default(), SmallRng::seed_from_u64(options.seed)))
+}
+
 /// 3a. Torn writes at every byte offset (every `stride`th) of the WAL's last record: the
 /// record is written up to the offset and the rest is what was there before (zeros). Recovery
 /// must keep every earlier record and drop the torn one whole.
 pub fn torn_wal(options: &RunOptions) -> Result<FaultReport> {
     let mut report = FaultReport::new("torn-wal");
-    let site = site(options, "torn-wal")?;
-    let mut node = Node::new(&options.bin, &site, QUIET_CONFIG)?;
-    let rt = runtime()?;
-    let history = History::default();
-    let mut rng = SmallRng::seed_from_u64(options.seed);
+    let (site, mut node, rt, history, mut rng) = quiet_site(options, "torn-wal")?;
     node.start(&[])?;
     ingest_acked(&rt, &node, &history, &mut rng, 20, 20)?;
     node.kill9();
@@ -415,11 +418,7 @@ pub fn torn_wal(options: &RunOptions) -> Result<FaultReport> {
 /// Recovery must discard it and serve its rows from the WAL.
 pub fn torn_segment(options: &RunOptions) -> Result<FaultReport> {
     let mut report = FaultReport::new("torn-segment");
-    let site = site(options, "torn-segment")?;
-    let mut node = Node::new(&options.bin, &site, QUIET_CONFIG)?;
-    let rt = runtime()?;
-    let history = History::default();
-    let mut rng = SmallRng::seed_from_u64(options.seed);
+    let (site, mut node, rt, history, mut rng) = quiet_site(options, "torn-segment")?;
     node.start(&[("LOOKBACK_FAULTS", "")])?;
     ingest_acked(&rt, &node, &history, &mut rng, 10, 100)?;
     node.set_faults("rename:MANIFEST:crash:once")?;
@@ -765,11 +764,7 @@ pub fn crash_points(options: &RunOptions, compaction: bool) -> Result<FaultRepor
         "crash-flush"
     };
     let mut report = FaultReport::new(name);
-    let site = site(options, name)?;
-    let mut node = Node::new(&options.bin, &site, QUIET_CONFIG)?;
-    let rt = runtime()?;
-    let history = History::default();
-    let mut rng = SmallRng::seed_from_u64(options.seed);
+    let (site, mut node, rt, history, mut rng) = quiet_site(options, name)?;
     let fault_mode = [("LOOKBACK_FAULTS", "")];
     node.start(&fault_mode)?;
     let groups = if compaction { 3 } else { 1 };

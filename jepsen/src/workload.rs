@@ -231,18 +231,7 @@ async fn slow_session(
     stop: &AtomicBool,
     history: &History,
 ) -> anyhow::Result<()> {
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-            .await??;
-    let mut out = Vec::new();
-    frame::encode_frame(
-        &Frame::Hello(Hello {
-            version: frame::PROTOCOL_VERSION,
-            producer_id: producer,
-            api_key: "",
-        }),
-        &mut out,
-    );
+    let (mut stream, out) = connect(addr, producer).await?;
     write_fragmented(&mut stream, &out, rng).await?;
     let mut body = Vec::new();
     let last_seq = match read_one(&mut stream, &mut body).await? {
@@ -266,17 +255,7 @@ async fn slow_session(
     };
     history.sent(rows.iter().map(|r| (event_id(r), expected_json(r))));
     *unacked = Some((seq, rows.clone()));
-    let mut encoded = Vec::new();
-    lookback_common::encode_batch(&build(&rows), &mut encoded);
-    out.clear();
-    frame::encode_frame(
-        &Frame::Batch(frame::BatchFrame {
-            seq,
-            table: "events",
-            batch: &encoded,
-        }),
-        &mut out,
-    );
+    let out = batch_frame(seq, &rows);
     write_fragmented(&mut stream, &out, rng).await?;
     // One batch per connection: the handshake is dribbled too, again and again.
     match read_one(&mut stream, &mut body).await? {
@@ -288,6 +267,25 @@ async fn slow_session(
         other => anyhow::bail!("expected the ack of {seq}, got {other:?}"),
     }
     Ok(())
+}
+
+/// Connects (5 s at most) and returns the stream with the Hello frame to send.
+async fn connect(addr: &str, producer: u64) -> anyhow::Result<(tokio::net::TcpStream, Vec<u8>)> {
+    let connecting = tokio::net::TcpStream::connect(addr);
+    let stream = tokio::time::timeout(Duration::from_secs(5), connecting).await??;
+    let hello = Hello { version: frame::PROTOCOL_VERSION, producer_id: producer, api_key: "" };
+    let mut out = Vec::new();
+    frame::encode_frame(&Frame::Hello(hello), &mut out);
+    Ok((stream, out))
+}
+
+/// A complete Batch frame of `rows` for the `events` table.
+fn batch_frame(seq: u64, rows: &[Row]) -> Vec<u8> {
+    let mut encoded = Vec::new();
+    lookback_common::encode_batch(&build(rows), &mut encoded);
+    let mut out = Vec::new();
+    frame::encode_frame(&Frame::Batch(frame::BatchFrame { seq, table: "events", batch: &encoded }), &mut out);
+    out
 }
 
 /// Reads one server frame (decoded into an owned copy of the fields the harness needs).
@@ -323,35 +321,14 @@ pub async fn probe_batch(
     producer: u64,
     rows: &[Row],
 ) -> anyhow::Result<Result<u64, (u16, String)>> {
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-            .await??;
-    let mut out = Vec::new();
-    frame::encode_frame(
-        &Frame::Hello(Hello {
-            version: frame::PROTOCOL_VERSION,
-            producer_id: producer,
-            api_key: "",
-        }),
-        &mut out,
-    );
+    let (mut stream, out) = connect(addr, producer).await?;
     stream.write_all(&out).await?;
     let mut body = Vec::new();
     let seq = match read_one(&mut stream, &mut body).await? {
         Frame::Welcome(w) => w.producer_last_seq + 1,
         other => anyhow::bail!("expected welcome, got {}", other.type_name()),
     };
-    let mut encoded = Vec::new();
-    lookback_common::encode_batch(&build(rows), &mut encoded);
-    out.clear();
-    frame::encode_frame(
-        &Frame::Batch(frame::BatchFrame {
-            seq,
-            table: "events",
-            batch: &encoded,
-        }),
-        &mut out,
-    );
+    let out = batch_frame(seq, rows);
     stream.write_all(&out).await?;
     Ok(match read_one(&mut stream, &mut body).await? {
         Frame::Ack(ack) => Ok(ack.lsn),
