@@ -4,10 +4,9 @@
 //! Waiters are also woken when the writer stops for good (poisoned or shut down), so no one
 //! waits forever for an LSN that will never become durable.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use lookback_common::Lsn;
-use parking_lot::{Condvar, Mutex};
+
+use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 
 use crate::error::WalError;
 

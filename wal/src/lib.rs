@@ -15,8 +15,9 @@
 //! Crate layout: `buffers` (payload buffers reused across appends), `options` (configuration, limits), `format` (pure encode/decode), `io`
 //! (pwrite and io_uring backends behind one trait), `segment_files` (naming, durable file
 //! operations), `prepare` (background zeroing of the next segment), `recycle` (old segments
-//! kept for reuse), `recovery`, `queue` (bounded append queue), `writer` (group commit thread),
-//! `durable`, `checkpoint`, `stats`, and `wal` (the public handle).
+//! kept for reuse), `recovery`, `queue` (bounded append queue), `group_commit` (the commit
+//! protocol), `sync` (its primitives, swapped for loom's by the model in `tests/loom.rs`),
+//! `writer` (group commit thread), `durable`, `checkpoint`, `stats`, and `wal` (the public handle).
 //!
 //! Not here: what payloads mean (the storage layer decodes batches), and the checkpoint LSN's
 //! own durability (the storage manifest records it and passes it to [`Wal::open`]).
@@ -27,6 +28,7 @@ mod direct;
 mod durable;
 mod error;
 pub mod format;
+mod group_commit;
 mod io;
 mod options;
 mod prepare;
@@ -35,6 +37,7 @@ mod recovery;
 mod recycle;
 mod segment_files;
 mod stats;
+mod sync;
 mod wal;
 mod writer;
 

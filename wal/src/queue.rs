@@ -9,10 +9,10 @@
 //! that admits appends, so no record can slip in after the queue was drained with errors.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use lookback_common::Lsn;
-use parking_lot::{Condvar, Mutex};
+
+use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 
 use crate::error::WalError;
 
@@ -159,56 +159,5 @@ impl AppendQueue {
 
     pub fn queued_bytes(&self) -> u64 {
         self.queued_bytes_gauge.load(Ordering::Relaxed)
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests panic with the error
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    fn noop() -> DurableCallback {
-        Box::new(|_| {})
-    }
-
-    #[test]
-    fn groups_respect_group_bytes_max_but_take_one_oversized_record() {
-        let queue = AppendQueue::new(5, 1000, 10);
-        assert_eq!(queue.push(vec![0; 4], noop()).unwrap(), 5);
-        assert_eq!(queue.push(vec![0; 4], noop()).unwrap(), 6);
-        assert_eq!(queue.push(vec![0; 30], noop()).unwrap(), 7);
-        let lsns = |g: Vec<Pending>| g.iter().map(|p| p.lsn).collect::<Vec<_>>();
-        assert_eq!(lsns(queue.next_group().unwrap()), vec![5, 6]);
-        assert_eq!(lsns(queue.next_group().unwrap()), vec![7]);
-        assert_eq!(queue.last_assigned(), 7);
-    }
-
-    #[test]
-    fn append_blocks_on_a_full_queue_until_release() {
-        let queue = Arc::new(AppendQueue::new(1, 10, 100));
-        queue.push(vec![0; 8], noop()).unwrap();
-        let blocked = {
-            let queue = Arc::clone(&queue);
-            std::thread::spawn(move || queue.push(vec![0; 8], noop()))
-        };
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(!blocked.is_finished(), "append should block while the queue is full");
-        queue.next_group().unwrap();
-        queue.release(8);
-        assert_eq!(blocked.join().unwrap().unwrap(), 2);
-    }
-
-    #[test]
-    fn poison_drains_and_rejects() {
-        let queue = AppendQueue::new(1, 100, 100);
-        queue.push(vec![1], noop()).unwrap();
-        let drained = queue.poison("failed fdatasync of x: boom");
-        assert_eq!(drained.len(), 1);
-        assert!(matches!(queue.push(vec![1], noop()), Err(WalError::Poisoned(_))));
-        assert!(queue.next_group().is_none());
-        queue.shut_down();
-        assert!(queue.poisoned().is_some(), "shutdown keeps the poison");
     }
 }

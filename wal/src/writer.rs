@@ -6,9 +6,10 @@
 //! group's callbacks in LSN order.
 //!
 //! Any write, fdatasync or segment-preparation failure poisons the WAL: nothing is retried, the
-//! group's and every queued callback get `Err(Poisoned)`, and the thread exits. Callbacks run on
-//! this thread and must not block on the WAL (an `append` from a callback can deadlock on a
-//! full queue).
+//! group's and every queued callback get `Err(Poisoned)`, and the thread exits. The order of
+//! publication, callbacks and poisoning is `group_commit`'s (model-checked with loom).
+//! Callbacks run on this thread and must not block on the WAL (an `append` from a callback can
+//! deadlock on a full queue).
 
 use std::fs::File;
 use std::ops::Range;
@@ -23,7 +24,8 @@ use crate::buffers::PayloadBuffers;
 use crate::checkpoint::LiveSegments;
 use crate::direct::DirectWrites;
 use crate::durable::DurableLsn;
-use crate::error::{file_name, WalError};
+use crate::group_commit::{self, GroupStore};
+use crate::error::file_name;
 use crate::format::{decode_record, encode_record, SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use crate::io::SegmentIo;
 use crate::prepare::Preparer;
@@ -71,36 +73,17 @@ pub struct Writer {
 impl Writer {
     /// The thread body. A panic here is a bug; it still must not leave appenders waiting
     /// forever, so it poisons the WAL and fails every queued callback.
-    pub fn run_guarded(self) {
+    pub fn run_guarded(mut self) {
         let queue = Arc::clone(&self.queue);
         let durable = Arc::clone(&self.durable);
-        if std::panic::catch_unwind(AssertUnwindSafe(move || self.run())).is_err() {
-            let reason = "panic in the wal writer thread";
-            tracing::error!(reason, "wal is poisoned; refusing further writes until restart");
-            let error = WalError::Poisoned(reason.to_owned());
-            durable.stop(error.clone());
-            for pending in queue.poison(reason) {
-                run_callback(pending, Err(error.clone()));
-            }
+        let body = AssertUnwindSafe(|| group_commit::run(&queue, &durable, &mut self));
+        if std::panic::catch_unwind(body).is_err() {
+            group_commit::poison(&queue, &durable, "panic in the wal writer thread", Vec::new());
         }
-    }
-
-    fn run(mut self) {
-        while let Some(group) = self.queue.next_group() {
-            let group_bytes: usize = group.iter().map(|p| p.payload.len()).sum();
-            match self.commit(&group) {
-                Ok(()) => self.complete(group, group_bytes),
-                Err(reason) => {
-                    self.poison(&reason, group);
-                    return;
-                }
-            }
-        }
-        self.durable.stop(WalError::ShutDown);
     }
 
     /// Serializes, writes and syncs one group. Err carries the poison reason.
-    fn commit(&mut self, group: &[Pending]) -> Result<(), String> {
+    fn write_group(&mut self, group: &[Pending]) -> Result<(), String> {
         let writes = self.serialize(group)?;
         for write in &writes {
             let bytes = &self.buf[write.range.clone()];
@@ -170,37 +153,18 @@ impl Writer {
         self.next_index = index + 1;
         Ok(())
     }
-
-    /// Publishes durability and runs the callbacks in LSN order.
-    fn complete(&mut self, group: Vec<Pending>, group_bytes: usize) {
-        let last = group.last().map_or(0, |p| p.lsn);
-        // Counters first, so a thread woken by the publication sees them updated.
-        self.stats.record_durable(group.len() as u64);
-        self.queue.release(group_bytes);
-        self.durable.publish(last);
-        for mut pending in group {
-            self.buffers.give(std::mem::take(&mut pending.payload));
-            run_callback(pending, Ok(()));
-        }
-    }
-
-    fn poison(&mut self, reason: &str, group: Vec<Pending>) {
-        tracing::error!(reason, "wal is poisoned; refusing further writes until restart");
-        let queued = self.queue.poison(reason);
-        let error = WalError::Poisoned(reason.to_owned());
-        self.durable.stop(error.clone());
-        for pending in group.into_iter().chain(queued) {
-            run_callback(pending, Err(error.clone()));
-        }
-    }
 }
 
-/// Runs one callback; a panicking callback is logged and must not kill the writer thread.
-fn run_callback(pending: Pending, outcome: Result<(), WalError>) {
-    let lsn = pending.lsn;
-    let callback = pending.on_durable;
-    let result = outcome.map(|()| lsn);
-    if std::panic::catch_unwind(AssertUnwindSafe(move || callback(result))).is_err() {
-        tracing::error!(lsn, "a wal durability callback panicked");
+impl GroupStore for Writer {
+    fn commit(&mut self, group: &[Pending]) -> Result<(), String> {
+        self.write_group(group)
+    }
+
+    fn durable(&mut self, records: u64) {
+        self.stats.record_durable(records);
+    }
+
+    fn recycle(&mut self, payload: Vec<u8>) {
+        self.buffers.give(payload);
     }
 }
