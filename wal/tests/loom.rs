@@ -99,7 +99,10 @@ const PREEMPTIONS_MAX: usize = 3;
 
 fn check(model: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(PREEMPTIONS_MAX);
+    // LOOM_MAX_PREEMPTIONS (read by loom) overrides the bound for a longer run.
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        builder.preemption_bound = Some(PREEMPTIONS_MAX);
+    }
     builder.check(model);
 }
 

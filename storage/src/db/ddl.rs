@@ -11,10 +11,10 @@
 
 use super::flush::build_manifest;
 use super::recovery::segment_path;
+use super::tiers::Tiers;
 use super::{dedup_columns, DbError, Inner, TableState};
 use crate::fsutil;
 use crate::manifest::{self, DroppedTable};
-use crate::memtable::Memtable;
 use lookback_common::schema::events;
 use lookback_common::Schema;
 use std::sync::Arc;
@@ -40,9 +40,7 @@ pub(super) fn create_table(inner: &Inner, schema: Schema) -> Result<(), DbError>
         dedup_columns: dedup_columns(&schema),
         created_lsn: last_assigned,
         schema,
-        active: Memtable::default(),
-        frozen: Vec::new(),
-        segments: Vec::new(),
+        tiers: Tiers::new(Vec::new()),
     };
     state.tables.insert(name.clone(), table);
     state.manifest_generation += 1;
@@ -78,7 +76,7 @@ pub(super) fn drop_table(inner: &Inner, name: &str) -> Result<(), DbError> {
     drop(state);
     // Readers that still hold a segment keep its mapping; the file goes now. A file left by a
     // crash here is an orphan, removed at the next start.
-    for s in &table.segments {
+    for s in &table.tiers.segments {
         if let Err(e) = fsutil::remove_file(&segment_path(&inner.options, s.entry.id), &inner.options.faults) {
             tracing::warn!(table = name, segment = s.entry.id, error = %e, "could not delete a dropped table's segment");
         }
@@ -87,7 +85,7 @@ pub(super) fn drop_table(inner: &Inner, name: &str) -> Result<(), DbError> {
     if let Err(e) = inner.wal.checkpoint(manifest.checkpoint_lsn) {
         tracing::warn!(error = %e, "checkpoint after DROP TABLE failed");
     }
-    tracing::info!(table = name, segments = table.segments.len(), "dropped table");
+    tracing::info!(table = name, segments = table.tiers.segments.len(), "dropped table");
     Ok(())
 }
 

@@ -147,7 +147,7 @@ fn compactor_loop(inner: &Inner) {
 }
 
 fn segments_max(inner: &Inner) -> usize {
-    inner.state.lock().tables.values().map(|t| t.segments.len()).max().unwrap_or(0)
+    inner.state.lock().tables.values().map(|t| t.tiers.segments.len()).max().unwrap_or(0)
 }
 
 /// Tables with frozen memtables (frozen full by admission, or left over from a failed flush),
@@ -161,9 +161,9 @@ fn tables_due(inner: &Inner, interval: Duration) -> Vec<(String, bool)> {
         .tables
         .iter()
         .map(|(name, t)| {
-            let full = t.active.bytes() >= inner.options.memtable_bytes_max;
-            let old = t.active.batches().first().is_some_and(|b| now.saturating_sub(b.ingest_unix_ms) >= interval.as_millis() as u64);
-            (name.clone(), full || old, !t.frozen.is_empty())
+            let full = t.tiers.active.bytes() >= inner.options.memtable_bytes_max;
+            let old = t.tiers.active.batches().first().is_some_and(|b| now.saturating_sub(b.ingest_unix_ms) >= interval.as_millis() as u64);
+            (name.clone(), full || old, !t.tiers.frozen.is_empty())
         })
         .filter(|(_, active_due, frozen)| *active_due || *frozen)
         .map(|(name, active_due, _)| (name, active_due))
@@ -185,11 +185,10 @@ fn flush_table(inner: &Inner, table: &str, freeze_active: bool, mut urgency: Opt
     let frozen: Vec<Arc<Memtable>> = {
         let mut state = inner.state.lock();
         let t = state.tables.get_mut(table).ok_or_else(|| DbError::UnknownTable(table.into()))?;
-        if freeze_active && !t.active.is_empty() {
-            let active = std::mem::take(&mut t.active);
-            t.frozen.push(Arc::new(active));
+        if freeze_active {
+            t.tiers.freeze_active();
         }
-        t.frozen.clone()
+        t.tiers.frozen()
     };
     for m in frozen {
         let threads = match urgency.as_deref_mut() {
@@ -222,8 +221,7 @@ fn flush_frozen(inner: &Inner, table: &str, frozen: &Arc<Memtable>, threads: usi
     };
     commit(inner, |state| {
         let t = state.tables.get_mut(table).expect("tables are never dropped while flushing");
-        t.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
-        t.segments.extend(new_segment);
+        t.tiers.commit_flush(frozen, new_segment);
     })?;
     inner.stats.flushes.fetch_add(1, Ordering::Relaxed);
     inner.stats.flush_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -298,12 +296,7 @@ fn commit(inner: &Inner, mutate: impl FnOnce(&mut DbState)) -> Result<(), DbErro
 /// (admission assigns LSNs and fills memtables under the same lock that is held here).
 /// Dropped tables whose records are all behind the checkpoint are forgotten.
 pub(super) fn build_manifest(state: &mut DbState, last_assigned: Lsn) -> Manifest {
-    let oldest_in_memory = state
-        .tables
-        .values()
-        .flat_map(|t| t.frozen.iter().map(|f| f.as_ref()).chain(std::iter::once(&t.active)))
-        .filter_map(|m| m.min_lsn())
-        .min();
+    let oldest_in_memory = state.tables.values().filter_map(|t| t.tiers.oldest_in_memory()).min();
     let checkpoint_lsn = oldest_in_memory.map_or(last_assigned, |lsn| lsn - 1);
     state.dropped.retain(|d| d.drop_lsn > checkpoint_lsn);
     let mut tables: Vec<TableEntry> = state
@@ -312,7 +305,7 @@ pub(super) fn build_manifest(state: &mut DbState, last_assigned: Lsn) -> Manifes
         .map(|t| TableEntry {
             schema: t.schema.as_ref().clone(),
             created_lsn: t.created_lsn,
-            segments: t.segments.iter().map(|s| s.entry.clone()).collect(),
+            segments: t.tiers.segments.iter().map(|s| s.entry.clone()).collect(),
         })
         .collect();
     tables.sort_by(|a, b| a.schema.name.cmp(&b.schema.name));
@@ -334,7 +327,7 @@ fn compact_tiered(inner: &Inner, merges_max: usize) -> Result<bool, DbError> {
     for _ in 0..merges_max {
         let pick = {
             let state = inner.state.lock();
-            state.tables.iter().find_map(|(name, t)| pick_tier(inner, &t.segments).map(|ids| (name.clone(), ids)))
+            state.tables.iter().find_map(|(name, t)| pick_tier(inner, &t.tiers.segments).map(|ids| (name.clone(), ids)))
         };
         let Some((table, ids)) = pick else { return Ok(merged) };
         if inner.stopping.load(Ordering::Acquire) {
@@ -373,7 +366,7 @@ pub(super) fn compact_full(inner: &Inner) -> Result<(), DbError> {
     for _ in 0..COMPACT_FULL_PASSES_MAX {
         let plans: Vec<(String, Vec<Vec<u64>>)> = {
             let state = inner.state.lock();
-            state.tables.iter().map(|(name, t)| (name.clone(), plan_full(&t.segments, inner.options.compaction_rows_max))).collect()
+            state.tables.iter().map(|(name, t)| (name.clone(), plan_full(&t.tiers.segments, inner.options.compaction_rows_max))).collect()
         };
         if plans.iter().all(|(_, groups)| groups.is_empty()) {
             break;
@@ -411,13 +404,11 @@ fn merge(inner: &Inner, table: &str, ids: &[u64]) -> Result<(), DbError> {
     let (schema, inputs) = {
         let state = inner.state.lock();
         let t = state.tables.get(table).ok_or_else(|| DbError::UnknownTable(table.into()))?;
-        let inputs: Vec<(SegmentEntry, Arc<Segment>)> =
-            t.segments.iter().filter(|s| ids.contains(&s.entry.id)).map(|s| (s.entry.clone(), s.segment.clone())).collect();
+        // None: a concurrent commit already changed this set; the next pass re-plans.
+        let Some(inputs) = t.tiers.merge_inputs(ids) else { return Ok(()) };
+        let inputs: Vec<(SegmentEntry, Arc<Segment>)> = inputs.into_iter().map(|s| (s.entry.clone(), s.segment.clone())).collect();
         (t.schema.clone(), inputs)
     };
-    if inputs.len() != ids.len() {
-        return Ok(()); // a concurrent commit already changed this set; the next pass re-plans
-    }
     let batches = inputs.iter().map(|(_, s)| s.read_all()).collect::<Result<Vec<Batch>, _>>()?;
     let refs: Vec<&Batch> = batches.iter().collect();
     let origin = (
@@ -440,9 +431,7 @@ fn merge(inner: &Inner, table: &str, ids: &[u64]) -> Result<(), DbError> {
     let (out_id, out_rows) = (output.entry.id, output.entry.rows);
     commit(inner, |state| {
         let t = state.tables.get_mut(table).expect("tables are never dropped while compacting");
-        t.segments.retain(|s| !ids.contains(&s.entry.id));
-        t.segments.push(output);
-        t.segments.sort_by_key(|s| s.entry.min_lsn);
+        t.tiers.commit_merge(ids, output);
     })?;
     for (entry, _) in &inputs {
         fsutil::remove_file(&segment_path(&inner.options, entry.id), &inner.options.faults)?;

@@ -17,6 +17,7 @@ mod flush;
 mod options;
 mod recovery;
 mod stats;
+mod tiers;
 
 pub use error::DbError;
 pub use options::DbOptions;
@@ -24,7 +25,8 @@ pub use stats::{DbStats, StorageGauges};
 
 use crate::dedup::{column_keys, DedupWindow};
 use crate::manifest::{DroppedTable, SegmentEntry};
-use crate::memtable::{MemBatch, Memtable};
+use crate::memtable::MemBatch;
+use tiers::{TierSegment, Tiers};
 use crate::producers::Producers;
 use crate::segment::Segment;
 use crate::wal_record::{self, PendingRecord};
@@ -72,14 +74,21 @@ pub(crate) struct LiveSegment {
     pub segment: Arc<Segment>,
 }
 
+impl TierSegment for LiveSegment {
+    fn id(&self) -> u64 {
+        self.entry.id
+    }
+
+    fn min_lsn(&self) -> Lsn {
+        self.entry.min_lsn
+    }
+}
+
 pub(crate) struct TableState {
     pub schema: Arc<Schema>,
     /// The last LSN assigned before the table existed (see manifest.rs).
     pub created_lsn: Lsn,
-    pub active: Memtable,
-    /// Frozen memtables being flushed, oldest first.
-    pub frozen: Vec<Arc<Memtable>>,
-    pub segments: Vec<LiveSegment>,
+    pub tiers: Tiers<LiveSegment>,
     /// (app_id column, event_id column) when the table deduplicates event ids.
     pub dedup_columns: Option<(usize, usize)>,
 }
@@ -179,11 +188,11 @@ impl Db {
             ..StorageGauges::default()
         };
         for t in state.tables.values() {
-            for m in t.frozen.iter().map(|f| f.as_ref()).chain(std::iter::once(&t.active)) {
+            for m in t.tiers.memtables() {
                 g.memtable_bytes += m.bytes() as u64;
                 g.memtable_rows += m.rows() as u64;
             }
-            for s in &t.segments {
+            for s in &t.tiers.segments {
                 g.segments += 1;
                 g.segment_bytes += s.entry.file_bytes;
                 g.segment_rows += s.entry.rows;
@@ -246,11 +255,8 @@ impl Db {
         let state = self.inner.state.lock();
         let t = state.tables.get(table).ok_or_else(|| DbError::UnknownTable(table.to_string()))?;
         let visible_lsn = self.inner.wal.durable_lsn();
-        let mut memtable: Vec<Arc<Batch>> = Vec::new();
-        for m in t.frozen.iter().map(|f| f.as_ref()).chain(std::iter::once(&t.active)) {
-            memtable.extend(m.visible(visible_lsn).cloned());
-        }
-        let segments = t.segments.iter().map(|s| s.segment.clone()).collect();
+        let memtable = t.tiers.visible_batches(visible_lsn);
+        let segments = t.tiers.segments.iter().map(|s| s.segment.clone()).collect();
         Ok(TableSnapshot { schema: t.schema.clone(), visible_lsn, memtable, segments })
     }
 
@@ -307,7 +313,7 @@ fn memory_bytes(state: &DbState) -> usize {
     state
         .tables
         .values()
-        .map(|t| t.active.bytes() + t.frozen.iter().map(|f| f.bytes()).sum::<usize>())
+        .map(|t| t.tiers.memory_bytes())
         .sum()
 }
 
@@ -391,15 +397,10 @@ fn admit(
     };
     state.producers.record(producer_id, seq, lsn);
     let t = state.tables.get_mut(table).expect("table checked above");
-    t.active.push(MemBatch { lsn, ingest_unix_ms: now_ms, batch: Arc::new(batch) });
     // A full memtable is frozen here, not when the flusher gets to it: while the flusher is busy
     // with an earlier one, the active memtable would otherwise keep growing (to 3x its limit was
     // seen), and a flush that large both takes seconds and frees its memory only at the end.
-    let flush_now = t.active.bytes() >= inner.options.memtable_bytes_max;
-    if flush_now {
-        let full = std::mem::take(&mut t.active);
-        t.frozen.push(Arc::new(full));
-    }
+    let flush_now = t.tiers.admit(MemBatch { lsn, ingest_unix_ms: now_ms, batch: Arc::new(batch) }, inner.options.memtable_bytes_max);
     drop(state);
     inner.stats.record_admit(rows_in, accepted);
     if flush_now {

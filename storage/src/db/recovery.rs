@@ -5,7 +5,8 @@
 use super::{dedup_columns, now_unix_ms, DbError, DbOptions, DbState, Inner, LiveSegment, TableState};
 use crate::dedup::{column_keys, DedupWindow};
 use crate::manifest::{self, Manifest, TableEntry};
-use crate::memtable::{MemBatch, Memtable};
+use super::tiers::Tiers;
+use crate::memtable::MemBatch;
 use crate::producers::Producers;
 use crate::segment::Segment;
 use crate::{fsutil, wal_record};
@@ -56,7 +57,7 @@ pub(super) fn open(options: DbOptions) -> Result<Inner, DbError> {
         checkpoint_lsn = manifest.checkpoint_lsn,
         replayed = report.records_replayed,
         last_lsn = report.last_lsn,
-        segments = state.tables.values().map(|t| t.segments.len()).sum::<usize>(),
+        segments = state.tables.values().map(|t| t.tiers.segments.len()).sum::<usize>(),
         backend = ?wal.backend(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered data directory"
@@ -164,9 +165,7 @@ fn open_tables(options: &DbOptions, manifest: &Manifest) -> Result<HashMap<Strin
             dedup_columns: dedup_columns(&schema),
             created_lsn: t.created_lsn,
             schema,
-            active: Memtable::default(),
-            frozen: Vec::new(),
-            segments,
+            tiers: Tiers::new(segments),
         };
         tables.insert(t.schema.name.clone(), state);
     }
@@ -182,7 +181,7 @@ fn rebuild_dedup(options: &DbOptions, state: &mut DbState) -> Result<(), DbError
     let mut budget = options.dedup_entries_max as u64;
     for t in state.tables.values() {
         let Some((app, id)) = t.dedup_columns else { continue };
-        let mut recent: Vec<&LiveSegment> = t.segments.iter().filter(|s| s.entry.max_ingest_ms >= horizon).collect();
+        let mut recent: Vec<&LiveSegment> = t.tiers.segments.iter().filter(|s| s.entry.max_ingest_ms >= horizon).collect();
         recent.sort_by_key(|s| std::cmp::Reverse(s.entry.max_ingest_ms));
         for s in recent {
             if s.entry.rows > budget {
@@ -229,7 +228,7 @@ fn replay_record(state: &mut DbState, lsn: Lsn, payload: &[u8]) -> Result<(), St
         let keys: Vec<u128> = column_keys(batch.column(app), batch.column(id)).collect();
         state.dedup.insert_batch(&keys, header.ingest_unix_ms, |_| {});
     }
-    table.active.push(MemBatch { lsn, ingest_unix_ms: header.ingest_unix_ms, batch: Arc::new(batch) });
+    table.tiers.active.push(MemBatch { lsn, ingest_unix_ms: header.ingest_unix_ms, batch: Arc::new(batch) });
     state.producers.record(header.producer_id, header.seq, lsn);
     Ok(())
 }
