@@ -32,9 +32,17 @@ const CHANNELS: [(&str, &str); 5] = [
 const UNPAID_CHANNEL: &str = "email";
 
 pub fn load_if_empty(db: &Db) -> Result<()> {
-    if db.snapshot(TABLE_NAME)?.rows() > 0 {
-        tracing::info!("events table is not empty; demo data not loaded");
-        return Ok(());
+    match db.snapshot(TABLE_NAME) {
+        Ok(snapshot) if snapshot.rows() == 0 => {}
+        Ok(_) => {
+            tracing::info!("events table is not empty; demo data not loaded");
+            return Ok(());
+        }
+        // A damaged segment: the table is not empty, and its queries answer XX001.
+        Err(e) => {
+            tracing::warn!(error = %e, "events table cannot be read; demo data not loaded");
+            return Ok(());
+        }
     }
     let schema = db.schema(TABLE_NAME).expect("the events table always exists");
     let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as i64;

@@ -69,6 +69,7 @@ pub fn render(db: &Db, ingest: &IngestServerStats, started: Instant) -> String {
     e.gauge("lookback_segments", "Live segment files", g.segments as f64);
     e.gauge("lookback_segment_bytes", "Bytes in live segment files", g.segment_bytes as f64);
     e.gauge("lookback_segment_rows", "Rows in live segment files", g.segment_rows as f64);
+    e.gauge("lookback_damaged_segments", "Listed segments whose file failed its checksums at start-up: their table's queries answer XX001", g.damaged_segments as f64);
     e.gauge("lookback_dedup_keys", "Keys in the event-id dedup window", g.dedup_keys as f64);
     e.counter("lookback_dedup_generations_evicted_early_total", "Dedup generations dropped before the window ended (entries limit)", g.dedup_evicted_early);
     e.gauge("lookback_producers", "Producers whose batch sequence is tracked", g.producers as f64);

@@ -120,3 +120,62 @@ fn dropped_tables_stay_dropped_and_their_wal_records_are_skipped() {
     assert_eq!(db.table_names(), vec!["events".to_string()]);
     assert_eq!(segment_files(), 1);
 }
+
+fn segment_paths(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn flip_byte(path: &std::path::Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0x10;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A segment whose footer (its table of contents) fails its checksum used to stop start-up, and
+/// with it every table. Now only its table is unreadable (XX001, naming the file), the rest of
+/// the server works, its table still takes writes, flushes and compacts around it, and with the
+/// file restored every row is back.
+#[test]
+fn a_damaged_segment_quarantines_its_table_not_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = costs_schema();
+    {
+        let db = Db::open(options(dir.path())).unwrap();
+        db.create_table(schema.clone()).unwrap();
+        write(&db, "campaign_costs", batch(&schema, &[cost_row("a", 1.0), cost_row("b", 2.0)]));
+        db.flush_all().unwrap();
+    }
+    let [damaged] = segment_paths(dir.path()).try_into().unwrap();
+    let footer_byte = std::fs::metadata(&damaged).unwrap().len() as usize - 12;
+    flip_byte(&damaged, footer_byte);
+    {
+        let db = Db::open(options(dir.path())).unwrap();
+        match db.snapshot("campaign_costs") {
+            Err(DbError::Corrupt(message)) => {
+                let name = damaged.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(message.contains(&name), "the error names the file: {message}");
+            }
+            Err(other) => panic!("expected a corruption error, got {other}"),
+            Ok(_) => panic!("a table with a damaged segment must not answer without its rows"),
+        }
+        assert_eq!(db.gauges().damaged_segments, 1);
+        assert_eq!(db.snapshot("events").unwrap().rows(), 0, "other tables are served");
+        write(&db, "campaign_costs", batch(&schema, &[cost_row("c", 3.0)]));
+        db.compact_all().unwrap();
+        assert!(db.snapshot("campaign_costs").is_err(), "still unreadable after flushing around it");
+    }
+    flip_byte(&damaged, footer_byte);
+    let db = Db::open(options(dir.path())).unwrap();
+    assert_eq!(db.gauges().damaged_segments, 0);
+    assert_eq!(
+        rows(&db, "campaign_costs"),
+        vec![cost_row("a", 1.0), cost_row("b", 2.0), cost_row("c", 3.0)],
+        "with the file restored, its rows and the ones written meanwhile are all there"
+    );
+}

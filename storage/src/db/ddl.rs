@@ -41,6 +41,7 @@ pub(super) fn create_table(inner: &Inner, schema: Schema) -> Result<(), DbError>
         created_lsn: last_assigned,
         schema,
         tiers: Tiers::new(Vec::new()),
+        damaged: Vec::new(),
     };
     state.tables.insert(name.clone(), table);
     state.manifest_generation += 1;
@@ -76,9 +77,10 @@ pub(super) fn drop_table(inner: &Inner, name: &str) -> Result<(), DbError> {
     drop(state);
     // Readers that still hold a segment keep its mapping; the file goes now. A file left by a
     // crash here is an orphan, removed at the next start.
-    for s in &table.tiers.segments {
-        if let Err(e) = fsutil::remove_file(&segment_path(&inner.options, s.entry.id), &inner.options.faults) {
-            tracing::warn!(table = name, segment = s.entry.id, error = %e, "could not delete a dropped table's segment");
+    let ids = table.tiers.segments.iter().map(|s| s.entry.id).chain(table.damaged.iter().map(|d| d.entry.id));
+    for id in ids {
+        if let Err(e) = fsutil::remove_file(&segment_path(&inner.options, id), &inner.options.faults) {
+            tracing::warn!(table = name, segment = id, error = %e, "could not delete a dropped table's segment");
         }
     }
     // Its rows in the WAL are now dead weight: checkpoint past them if nothing else holds it.

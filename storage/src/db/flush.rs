@@ -305,7 +305,7 @@ pub(super) fn build_manifest(state: &mut DbState, last_assigned: Lsn) -> Manifes
         .map(|t| TableEntry {
             schema: t.schema.as_ref().clone(),
             created_lsn: t.created_lsn,
-            segments: t.tiers.segments.iter().map(|s| s.entry.clone()).collect(),
+            segments: listed_segments(t),
         })
         .collect();
     tables.sort_by(|a, b| a.schema.name.cmp(&b.schema.name));
@@ -317,6 +317,15 @@ pub(super) fn build_manifest(state: &mut DbState, last_assigned: Lsn) -> Manifes
         producers: state.producers.entries(),
         dropped: state.dropped.clone(),
     }
+}
+
+/// Every segment the manifest lists for a table: the live ones and the damaged ones, which
+/// stay listed (so neither their file nor their rows are forgotten) but are never merged.
+fn listed_segments(t: &super::TableState) -> Vec<SegmentEntry> {
+    let mut entries: Vec<SegmentEntry> =
+        t.tiers.segments.iter().map(|s| s.entry.clone()).chain(t.damaged.iter().map(|d| d.entry.clone())).collect();
+    entries.sort_by_key(|e| e.min_lsn);
+    entries
 }
 
 /// Size-tiered compaction: while some level of some table holds `compaction_fan_in` segments

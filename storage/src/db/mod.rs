@@ -74,6 +74,12 @@ pub(crate) struct LiveSegment {
     pub segment: Arc<Segment>,
 }
 
+/// A listed segment whose file is damaged (see [`TableState::damaged`]).
+pub(crate) struct DamagedSegment {
+    pub entry: SegmentEntry,
+    pub reason: String,
+}
+
 impl TierSegment for LiveSegment {
     fn id(&self) -> u64 {
         self.entry.id
@@ -89,6 +95,10 @@ pub(crate) struct TableState {
     /// The last LSN assigned before the table existed (see manifest.rs).
     pub created_lsn: Lsn,
     pub tiers: Tiers<LiveSegment>,
+    /// Listed segments that failed their checksums when opened at start-up. Kept in the
+    /// manifest (the file may be restored from a copy) but never read: every snapshot of the
+    /// table fails with their damage (XX001), so no query answers without their rows.
+    pub damaged: Vec<DamagedSegment>,
     /// (app_id column, event_id column) when the table deduplicates event ids.
     pub dedup_columns: Option<(usize, usize)>,
 }
@@ -192,6 +202,7 @@ impl Db {
                 g.memtable_bytes += m.bytes() as u64;
                 g.memtable_rows += m.rows() as u64;
             }
+            g.damaged_segments += t.damaged.len() as u64;
             for s in &t.tiers.segments {
                 g.segments += 1;
                 g.segment_bytes += s.entry.file_bytes;
@@ -254,6 +265,12 @@ impl Db {
     pub fn snapshot(&self, table: &str) -> Result<TableSnapshot, DbError> {
         let state = self.inner.state.lock();
         let t = state.tables.get(table).ok_or_else(|| DbError::UnknownTable(table.to_string()))?;
+        if let Some(d) = t.damaged.first() {
+            return Err(DbError::Corrupt(format!(
+                "table {table} cannot be read: its segment {} is corrupt ({}); restore segments/{}.seg from a copy and restart",
+                d.entry.id, d.reason, d.entry.id
+            )));
+        }
         let visible_lsn = self.inner.wal.durable_lsn();
         let memtable = t.tiers.visible_batches(visible_lsn);
         let segments = t.tiers.segments.iter().map(|s| s.segment.clone()).collect();

@@ -2,7 +2,7 @@
 //! interrupted flush or compaction, open live segments, rebuild the dedup window from recent
 //! segments, and replay the WAL after the manifest's checkpoint into memtables.
 
-use super::{dedup_columns, now_unix_ms, DbError, DbOptions, DbState, Inner, LiveSegment, TableState};
+use super::{dedup_columns, now_unix_ms, DamagedSegment, DbError, DbOptions, DbState, Inner, LiveSegment, TableState};
 use crate::dedup::{column_keys, DedupWindow};
 use crate::manifest::{self, Manifest, TableEntry};
 use super::tiers::Tiers;
@@ -147,21 +147,21 @@ fn open_tables(options: &DbOptions, manifest: &Manifest) -> Result<HashMap<Strin
     let mut tables = HashMap::new();
     for t in &manifest.tables {
         let schema = Arc::new(t.schema.clone());
-        let mut segments = Vec::with_capacity(t.segments.len());
+        let (mut segments, mut damaged) = (Vec::with_capacity(t.segments.len()), Vec::new());
         for entry in &t.segments {
-            let path = segment_path(options, entry.id);
-            let segment = Segment::open(&path)?;
-            if segment.rows() != entry.rows || segment.schema() != schema.as_ref() {
-                return Err(DbError::Corrupt(format!(
-                    "segment {} does not match the manifest (rows {} vs {})",
-                    path.display(),
-                    segment.rows(),
-                    entry.rows
-                )));
+            match open_segment(options, &schema, entry) {
+                Ok(segment) => segments.push(LiveSegment { entry: entry.clone(), segment: Arc::new(segment) }),
+                // A damaged file must not keep the server (and every other table) down: the
+                // table's queries answer XX001 until it is restored; see TableState::damaged.
+                Err(DbError::Corrupt(reason)) => {
+                    tracing::error!(table = %t.schema.name, segment = entry.id, %reason, "damaged segment: queries of this table fail until it is restored");
+                    damaged.push(DamagedSegment { entry: entry.clone(), reason });
+                }
+                Err(e) => return Err(e),
             }
-            segments.push(LiveSegment { entry: entry.clone(), segment: Arc::new(segment) });
         }
         let state = TableState {
+            damaged,
             dedup_columns: dedup_columns(&schema),
             created_lsn: t.created_lsn,
             schema,
@@ -170,6 +170,22 @@ fn open_tables(options: &DbOptions, manifest: &Manifest) -> Result<HashMap<Strin
         tables.insert(t.schema.name.clone(), state);
     }
     Ok(tables)
+}
+
+/// Opens a listed segment and checks it against its manifest entry. A missing file or an I/O
+/// failure is an error; damage (`DbError::Corrupt`) is for the caller to quarantine.
+fn open_segment(options: &DbOptions, schema: &Schema, entry: &crate::manifest::SegmentEntry) -> Result<Segment, DbError> {
+    let path = segment_path(options, entry.id);
+    let segment = Segment::open(&path)?;
+    if segment.rows() != entry.rows || segment.schema() != schema {
+        return Err(DbError::Corrupt(format!(
+            "segment {} does not match the manifest (rows {} vs {})",
+            path.display(),
+            segment.rows(),
+            entry.rows
+        )));
+    }
+    Ok(segment)
 }
 
 /// Re-inserts the event keys of segments written within the dedup window, newest first, up to

@@ -36,6 +36,8 @@ pub struct StorageGauges {
     pub segments: u64,
     pub segment_bytes: u64,
     pub segment_rows: u64,
+    /// Listed segments quarantined at start-up because their file is damaged.
+    pub damaged_segments: u64,
     pub dedup_keys: u64,
     pub dedup_evicted_early: u64,
     pub producers: u64,
