@@ -54,7 +54,7 @@ fn torn_wal_tail_at_byte_offsets() {
 
 #[test]
 fn torn_segment_being_written() {
-    assert_passes("torn-segment", 1, 4093);
+    assert_passes("torn-segment", 1, 1021);
 }
 
 #[test]

@@ -420,7 +420,7 @@ pub fn torn_segment(options: &RunOptions) -> Result<FaultReport> {
     let mut report = FaultReport::new("torn-segment");
     let (site, mut node, rt, history, mut rng) = quiet_site(options, "torn-segment")?;
     node.start(&[("LOOKBACK_FAULTS", "")])?;
-    ingest_acked(&rt, &node, &history, &mut rng, 10, 100)?;
+    ingest_acked(&rt, &node, &history, &mut rng, TORN_SEGMENT_BATCHES, TORN_SEGMENT_BATCH_EVENTS)?;
     node.set_faults("rename:MANIFEST:crash:once")?;
     let _ = node.http("POST", "/admin/flush", "");
     report.check(
@@ -457,6 +457,12 @@ pub fn torn_segment(options: &RunOptions) -> Result<FaultReport> {
     );
     Ok(report)
 }
+
+/// What the torn segment holds: few events, so that cutting it at every one of its offsets
+/// (a restart and a dump each) fits the long mode; its layout (every column's blocks, the
+/// bitmaps, the fingerprint index, the footer) is that of any segment.
+const TORN_SEGMENT_BATCHES: usize = 2;
+const TORN_SEGMENT_BATCH_EVENTS: usize = 20;
 
 /// The steps of the write path a full disk is injected at, as `LOOKBACK_FAULTS` specs.
 const ENOSPC_STEPS: [(&str, &str); 5] = [
