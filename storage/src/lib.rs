@@ -21,6 +21,7 @@ pub mod producers;
 mod sched;
 pub mod segment;
 pub mod sort;
+mod sync;
 pub mod wal_record;
 
 pub use db::{AdmitOutcome, Db, DbError, DbOptions, DbStats, StorageGauges, TableSnapshot};

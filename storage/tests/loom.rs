@@ -16,6 +16,11 @@
 //!
 //! The order of steps inside `flush_frozen` and `merge` is mirrored here, not compiled: they
 //! do I/O. What is compiled is every transition those steps make on the tiers.
+//!
+//! Also modelled, compiled from `db/waiters.rs`: the ack of a resent batch, which waits for its
+//! original's LSN to become durable, must be sent exactly once, never before that LSN is
+//! durable, never lost between the WAL's publication and its callbacks, and must fail (not
+//! hang) when the WAL is poisoned first.
 
 #![allow(clippy::unwrap_used)] // a model fails by panicking
 
@@ -27,12 +32,20 @@ mod memtable;
 #[path = "../src/db/tiers.rs"]
 mod tiers;
 
+#[allow(dead_code, unused_imports)] // the condition variable and atomics are the WAL's
+#[path = "../../wal/tests/support/loom_sync.rs"]
+mod sync;
+
+#[path = "../src/db/waiters.rs"]
+mod waiters;
+
 use lookback_common::{Batch, Column, ColumnDef, ColumnType, ColumnValues, Lsn, Schema};
 use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use memtable::{MemBatch, Memtable};
 use tiers::{TierSegment, Tiers};
+use waiters::{Durability, Waiters};
 
 /// See `wal/tests/loom.rs`: 2-3 preemptions find nearly all lock-protocol bugs.
 const PREEMPTIONS_MAX: usize = 3;
@@ -279,5 +292,72 @@ fn a_snapshot_keeps_its_rows_after_flush_and_merge_replace_them() {
         let state = table.state.lock().unwrap();
         assert!(state.tiers.frozen.is_empty() && state.tiers.active.is_empty());
         assert_eq!(state.checkpoint_lsn, MEMTABLE_LSN, "with nothing in memory the checkpoint is the last lsn");
+    });
+}
+
+/// The WAL as the waiters read it.
+struct ModelWal {
+    durable: AtomicU64,
+    poisoned: AtomicBool,
+}
+
+const POISON: &str = "wal is poisoned after a failed fdatasync";
+
+impl Durability<String> for ModelWal {
+    fn durable_lsn(&self) -> Lsn {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.poisoned.load(Ordering::Acquire).then(|| POISON.to_string())
+    }
+}
+
+/// One resent batch of the original at `lsn`, arriving while `wal_steps` run on the WAL's
+/// writer thread; returns every ack it got, each with the durable LSN when it was sent.
+fn resend_during(lsn: Lsn, wal_steps: fn(&ModelWal, &Waiters<String>)) -> Vec<(Result<Lsn, String>, Lsn)> {
+    let wal = Arc::new(ModelWal { durable: AtomicU64::new(0), poisoned: AtomicBool::new(false) });
+    let waiters = Arc::new(Waiters::<String>::new());
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let (wal, waiters) = (Arc::clone(&wal), Arc::clone(&waiters));
+        thread::spawn(move || wal_steps(&wal, &waiters))
+    };
+    let callback = {
+        let (wal, acks) = (Arc::clone(&wal), Arc::clone(&acks));
+        Box::new(move |result| acks.lock().unwrap().push((result, wal.durable_lsn())))
+    };
+    waiters.when_durable(lsn, wal.as_ref(), callback);
+    writer.join().unwrap();
+    let acks = acks.lock().unwrap().clone();
+    acks
+}
+
+#[test]
+fn a_resent_batch_is_acknowledged_once_and_only_after_its_original_is_durable() {
+    check(|| {
+        // Group commit: publish, then the group's callbacks release waiters; twice.
+        let acks = resend_during(2, |wal, waiters| {
+            for lsn in [1, 2] {
+                wal.durable.store(lsn, Ordering::Release);
+                waiters.release(wal, Ok(lsn));
+            }
+        });
+        assert_eq!(acks.len(), 1, "exactly one ack: {acks:?}");
+        let (result, seen) = &acks[0];
+        assert_eq!(result, &Ok(2));
+        assert!(*seen >= 2, "acknowledged while the durable lsn was {seen}");
+    });
+}
+
+#[test]
+fn a_resent_batch_fails_once_when_the_wal_is_poisoned_first() {
+    check(|| {
+        // A failed fdatasync: the poison is set, then every callback runs with the error.
+        let acks = resend_during(1, |wal, waiters| {
+            wal.poisoned.store(true, Ordering::Release);
+            waiters.release(wal, Err(POISON.to_string()));
+        });
+        assert_eq!(acks, vec![(Err(POISON.to_string()), 0)], "one failure, no ack, no hang");
     });
 }

@@ -18,6 +18,7 @@ mod options;
 mod recovery;
 mod stats;
 mod tiers;
+mod waiters;
 
 pub use error::DbError;
 pub use options::DbOptions;
@@ -27,13 +28,14 @@ use crate::dedup::{column_keys, DedupWindow};
 use crate::manifest::{DroppedTable, SegmentEntry};
 use crate::memtable::MemBatch;
 use tiers::{TierSegment, Tiers};
+use waiters::{Durability, Waiters};
 use crate::producers::Producers;
 use crate::segment::Segment;
 use crate::wal_record::{self, PendingRecord};
 use lookback_common::{Batch, ColumnType, Lsn, Schema};
 use lookback_wal::{Wal, WalError};
 use parking_lot::{Condvar, Mutex};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -129,10 +131,8 @@ pub(crate) struct Inner {
     /// Wall-clock ms of the last admission; compaction waits for a quiet moment.
     pub last_admit_ms: AtomicU64,
     pub stats: DbStats,
-    /// Durability waiters for duplicate batches whose original is not yet durable. Its own lock,
-    /// never the state lock: WAL callbacks take it, and admission may block on a full WAL queue
-    /// while holding the state lock.
-    pub waiters: Mutex<BTreeMap<Lsn, Vec<DurableCallback>>>,
+    /// Acks of duplicate batches whose original is not yet durable (see `waiters`).
+    pub waiters: Waiters<DbError>,
     _lock_file: File,
 }
 
@@ -393,7 +393,7 @@ fn admit(
         Box::new(move |res: Result<Lsn, WalError>| {
             let res = res.map_err(DbError::Wal);
             on_durable(res.clone());
-            fire_waiters(&waiter_inner, res);
+            waiter_inner.waiters.release(&waiter_inner.wal, res);
         }),
     );
     let lsn = match appended {
@@ -435,42 +435,17 @@ fn admit(
 /// is durable (immediately if it already is).
 fn admit_duplicate_batch(inner: &Arc<Inner>, last_lsn: Lsn, rows: usize, on_durable: DurableCallback) -> AdmitOutcome {
     inner.stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
-    let outcome = AdmitOutcome { lsn: last_lsn, accepted: 0, deduplicated: rows as u32, duplicate_batch: true };
-    if inner.wal.durable_lsn() >= last_lsn {
-        on_durable(Ok(last_lsn));
-        return outcome;
-    }
-    let mut waiters = inner.waiters.lock();
-    // Re-check under the lock: the WAL publishes durability before running the callbacks that
-    // take this lock, so a waiter registered here cannot be missed.
-    if inner.wal.durable_lsn() >= last_lsn {
-        drop(waiters);
-        on_durable(Ok(last_lsn));
-    } else if let Some(reason) = inner.wal.poisoned() {
-        drop(waiters);
-        on_durable(Err(DbError::Wal(WalError::Poisoned(reason))));
-    } else {
-        waiters.entry(last_lsn).or_default().push(on_durable);
-    }
-    outcome
+    inner.waiters.when_durable(last_lsn, &inner.wal, on_durable);
+    AdmitOutcome { lsn: last_lsn, accepted: 0, deduplicated: rows as u32, duplicate_batch: true }
 }
 
-fn fire_waiters(inner: &Arc<Inner>, res: Result<Lsn, DbError>) {
-    let ready: Vec<(Lsn, DurableCallback)> = {
-        let mut waiters = inner.waiters.lock();
-        if waiters.is_empty() {
-            return;
-        }
-        let durable = inner.wal.durable_lsn();
-        let keep = match &res {
-            Ok(_) => waiters.split_off(&(durable + 1)),
-            Err(_) => BTreeMap::new(),
-        };
-        let ready = std::mem::replace(&mut *waiters, keep);
-        ready.into_iter().flat_map(|(lsn, cbs)| cbs.into_iter().map(move |cb| (lsn, cb))).collect()
-    };
-    for (lsn, cb) in ready {
-        cb(res.clone().map(|_| lsn));
+impl Durability<DbError> for Wal {
+    fn durable_lsn(&self) -> Lsn {
+        Wal::durable_lsn(self)
+    }
+
+    fn poisoned(&self) -> Option<DbError> {
+        Wal::poisoned(self).map(|reason| DbError::Wal(WalError::Poisoned(reason)))
     }
 }
 

@@ -6,6 +6,7 @@ use super::{dedup_columns, now_unix_ms, DamagedSegment, DbError, DbOptions, DbSt
 use crate::dedup::{column_keys, DedupWindow};
 use crate::manifest::{self, Manifest, TableEntry};
 use super::tiers::Tiers;
+use super::waiters::Waiters;
 use crate::memtable::MemBatch;
 use crate::producers::Producers;
 use crate::segment::Segment;
@@ -13,7 +14,7 @@ use crate::{fsutil, wal_record};
 use lookback_common::{Lsn, Schema};
 use lookback_wal::Wal;
 use parking_lot::{Condvar, Mutex};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -74,7 +75,7 @@ pub(super) fn open(options: DbOptions) -> Result<Inner, DbError> {
         stopping: AtomicBool::new(false),
         last_admit_ms: AtomicU64::new(0),
         stats: Default::default(),
-        waiters: Mutex::new(BTreeMap::new()),
+        waiters: Waiters::new(),
         _lock_file: lock_file,
     };
     inner.stats.recovery_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
