@@ -3,16 +3,37 @@
 //! run under libFuzzer (`fuzz/libfuzzer/`, `cargo +nightly fuzz run <target>`: the long mode)
 //! and under [`driver`], a small stable-Rust mutation loop over the committed corpus that the
 //! test suite runs for a few seconds per target (the short mode).
+//!
+//! The decoders' targets are below; the two that need a running server, [`pgwire()`] (bytes
+//! on a Postgres connection) and [`sql()`] (SQL text through the endpoint's query path), live
+//! in their modules over a shared in-process [`fixture`].
 
 pub mod driver;
+pub mod fixture;
+pub mod panics;
+pub mod pgwire;
+pub mod seeds;
+pub mod sql;
+
+pub use pgwire::pgwire;
+pub use sql::sql;
 
 use lookback_common::{decode_batch, DecodeLimits, Schema};
 use lookback_wire::ingest::frame::{self, Frame, FRAME_HEADER_BYTES};
 use std::path::PathBuf;
 
+/// A fuzz target: takes any bytes, panics on a finding.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as the corpus directories and libFuzzer binaries are named.
-pub const TARGETS: [(&str, fn(&[u8])); 4] =
-    [("ingest_frame", ingest_frame), ("wal_record", wal_record), ("segment", segment), ("manifest", manifest)];
+pub const TARGETS: [(&str, Target); 6] = [
+    ("ingest_frame", ingest_frame),
+    ("wal_record", wal_record),
+    ("segment", segment),
+    ("manifest", manifest),
+    ("pgwire", pgwire),
+    ("sql", sql),
+];
 
 /// Decode limits small enough that a hostile row count cannot make a target slow.
 fn limits() -> DecodeLimits {

@@ -23,7 +23,10 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
+use lookback_scoring::xgboost::MODEL_BYTES_MAX;
 use lookback_scoring::{device, ModelError, ModelRegistry};
+use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 
 /// The table listing the registered models.
@@ -75,6 +78,36 @@ fn text_signature(arity: usize) -> Signature {
     Signature::uniform(arity, vec![DataType::Utf8], Volatility::Volatile)
 }
 
+/// The model's JSON text: `source` itself when it is JSON (starts with `{`), else the regular
+/// file it names, read to at most [`MODEL_BYTES_MAX`] bytes.
+///
+/// Why here and not left to the registry: the registry checks a file's size before reading
+/// it, but a device or a FIFO has none. `load_model('m', '/dev/zero')` read zeros until the
+/// server ran out of memory, and a FIFO without a writer blocked the query forever. Only
+/// regular files are opened, and never read past the limit, whatever size they report
+/// (files under `/proc` report 0 bytes).
+fn model_text(source: &str) -> std::result::Result<String, ModelError> {
+    if source.trim_start().starts_with('{') {
+        return Ok(source.to_string());
+    }
+    let path = Path::new(source);
+    let io = |what: &'static str| move |e: std::io::Error| ModelError::Io { what, path: path.to_path_buf(), source: e };
+    if !std::fs::metadata(path).map_err(io("read model file"))?.is_file() {
+        return Err(ModelError::BadInput(format!("{}: not a regular file", path.display())));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).and_then(|f| f.take(MODEL_BYTES_MAX as u64 + 1).read_to_end(&mut bytes)).map_err(io("read model file"))?;
+    if bytes.len() > MODEL_BYTES_MAX {
+        return Err(ModelError::TooLarge(format!("{}: more than {MODEL_BYTES_MAX} bytes", path.display())));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| ModelError::BadInput(format!("{}: not UTF-8 text", path.display())))?;
+    match text.trim_start().starts_with('{') {
+        true => Ok(text),
+        // Not JSON: the registry would take it for another path.
+        false => Err(ModelError::BadInput(format!("{}: not a model's JSON (it starts with no '{{')", path.display()))),
+    }
+}
+
 /// `load_model(name, source)`: registers a model from its JSON text or a server path.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct LoadModel {
@@ -101,7 +134,8 @@ impl ScalarUDFImpl for LoadModel {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let name = constant_text("load_model", "the model name", &args.args[0])?;
         let source = constant_text("load_model", "the model (a path on the server or the JSON text)", &args.args[1])?;
-        let info = self.registry.0.load(&name, &source).map_err(model_error)?;
+        let text = model_text(&source).map_err(model_error)?;
+        let info = self.registry.0.load(&name, &text).map_err(model_error)?;
         let summary = format!(
             "loaded {}: {} {}, {} trees, depth {}, {} features",
             info.name, info.format, info.objective, info.trees, info.depth, info.features
@@ -280,5 +314,30 @@ impl TableProvider for ModelsTable {
         ];
         let batch = RecordBatch::try_new(models_schema(), columns)?;
         Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], models_schema(), projection.cloned())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (found while writing the `sql` fuzz target's dictionary): a device path
+    /// was read without end (`/dev/zero`: until the server ran out of memory).
+    #[test]
+    fn model_sources_are_json_or_bounded_regular_files() {
+        let code = |source: &str| match model_text(source) {
+            Ok(_) => "ok",
+            Err(e) => SqlError::find(&model_error(e)).map_or("?", |e| e.code),
+        };
+        assert_eq!(code("/dev/zero"), "22023", "a device is not read");
+        assert_eq!(code("/no/such/model.json"), "58P01");
+        assert_eq!(code("  {\"learner\": {}}"), "ok", "JSON text is passed on as it is");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let json = dir.path().join("m.json");
+        std::fs::write(&json, " {\"learner\": {}}").expect("write the model");
+        assert_eq!(model_text(json.to_str().expect("a UTF-8 path")).expect("a JSON file is read"), " {\"learner\": {}}");
+        let path_inside = dir.path().join("p.txt");
+        std::fs::write(&path_inside, "/dev/zero").expect("write the file");
+        assert_eq!(code(path_inside.to_str().expect("a UTF-8 path")), "22023", "a file holding a path is not followed");
     }
 }

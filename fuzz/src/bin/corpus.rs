@@ -1,6 +1,9 @@
 //! Writes the seed corpus (`fuzz/corpus/<target>/`) from a data directory that a server wrote
-//! (segments, MANIFEST, WAL segments) plus frames built here:
-//! `cargo run -p lookback-fuzz --bin lookback-fuzz-corpus -- <data_dir> fuzz/corpus`.
+//! (segments, MANIFEST, WAL segments) plus seeds built here (ingest frames, Postgres message
+//! streams, SQL statements):
+//! `cargo run -p lookback-fuzz --bin lookback-fuzz-corpus -- <data_dir> fuzz/corpus`, or
+//! `... -- fuzz/corpus` for the seeds built here only. Files are overwritten by name; other
+//! files in the corpus (inputs that once failed, kept as regressions) are left alone.
 
 use lookback_common::{BatchBuilder, Schema, Value};
 use lookback_wire::ingest::frame::{self, AckFrame, BatchFrame, ErrorFrame, Frame, Hello, Welcome, FRAME_HEADER_BYTES};
@@ -11,11 +14,14 @@ const SEED_BYTES_MAX: usize = 64 << 10;
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, data_dir, out] = args.as_slice() else {
-        eprintln!("usage: lookback-fuzz-corpus <data_dir> <corpus_dir>");
-        std::process::exit(2);
+    let (data_dir, out) = match args.as_slice() {
+        [_, data_dir, out] => (Some(Path::new(data_dir)), Path::new(out)),
+        [_, out] => (None, Path::new(out)),
+        _ => {
+            eprintln!("usage: lookback-fuzz-corpus [<data_dir>] <corpus_dir>");
+            std::process::exit(2);
+        }
     };
-    let (data_dir, out) = (Path::new(data_dir), Path::new(out));
     let write = |target: &str, name: &str, bytes: &[u8]| -> std::io::Result<()> {
         let dir = out.join(target);
         std::fs::create_dir_all(&dir)?;
@@ -24,6 +30,23 @@ fn main() -> std::io::Result<()> {
     for (i, body) in frame_bodies().iter().enumerate() {
         write("ingest_frame", &format!("frame-{i}"), body)?;
     }
+    for (name, bytes) in lookback_fuzz::seeds::pgwire_sessions() {
+        write("pgwire", name, &bytes)?;
+    }
+    for (i, (sql, _)) in lookback_fuzz::seeds::SQL.iter().enumerate() {
+        write("sql", &format!("query-{i:02}"), sql.as_bytes())?;
+    }
+    match data_dir {
+        Some(data_dir) => from_data_dir(data_dir, &write),
+        None => Ok(()),
+    }
+}
+
+/// Writes one seed: (target, file name, bytes).
+type WriteSeed<'a> = dyn Fn(&str, &str, &[u8]) -> std::io::Result<()> + 'a;
+
+/// The seeds taken from a data directory a server wrote.
+fn from_data_dir(data_dir: &Path, write: &WriteSeed) -> std::io::Result<()> {
     write("manifest", "manifest", &std::fs::read(data_dir.join("MANIFEST"))?)?;
     let mut segments: Vec<PathBuf> = files(&data_dir.join("segments"), "seg")?;
     segments.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));

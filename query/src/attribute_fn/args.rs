@@ -173,8 +173,10 @@ fn interval_us(function: &str, name: &str, value: &ScalarValue) -> Result<Option
     let wrong = || plan(format!("{function}(): argument {name} must be an interval such as '7 days', got {value}"));
     let cast = value.cast_to(&DataType::Interval(IntervalUnit::MonthDayNano)).map_err(|_| wrong())?;
     let ScalarValue::IntervalMonthDayNano(Some(v)) = cast else { return Err(wrong()) };
-    let days = (v.months as i64) * DAYS_PER_MONTH + v.days as i64;
-    Ok(Some(days * MICROS_PER_DAY + v.nanoseconds / 1_000))
+    // Checked: '1000000 years' is a valid interval but past i64 microseconds.
+    let days = i64::from(v.months) * DAYS_PER_MONTH + i64::from(v.days);
+    let us = days.checked_mul(MICROS_PER_DAY).and_then(|us| us.checked_add(v.nanoseconds / 1_000));
+    us.map(Some).ok_or_else(|| plan(format!("{function}(): argument {name} is out of range, got {value}")))
 }
 
 /// A timestamp (or timestamp text) in UTC microseconds; None for NULL.
@@ -247,6 +249,11 @@ mod tests {
             ("attribute", vec![None, None, None, None, None, None, None, Some(lit("yesterday-ish"))], "since must be a timestamp"),
             ("attribute_channels", vec![Some(lit("markov")), None, None, None, None, None, None, None, None, Some(lit(9i64))], "markov_order"),
             ("attribute", vec![None; 10], "at most 9 arguments"),
+            // Regression (found by probing what the `sql` fuzz target's dictionary can build):
+            // the conversion to microseconds overflowed (a panic in debug builds, a wrapped,
+            // wrong window in release).
+            ("attribute", vec![None, None, Some(lit("1000000 years"))], "click_window is out of range"),
+            ("attribute", vec![None, None, None, None, Some(lit("-1000000 years"))], "probabilistic_window is out of range"),
         ] {
             let err = parse(function, args).unwrap_err().to_string();
             assert!(err.contains(says), "{err} should say {says}");

@@ -4,12 +4,22 @@
 //! type OIDs and text/binary encodings of Arrow data) and a `pg_catalog` good enough for client
 //! metadata queries are not our core; `datafusion-postgres` (on `pgwire`) and
 //! `datafusion-pg-catalog` provide both over a DataFusion `SessionContext`. This module owns
-//! what is ours: the listener, the connection limit, shutdown, and which statement hooks run.
+//! what is ours: the listener, the connection limit, shutdown, and which statement hooks run;
+//! and where the libraries fail a hostile client, what we put around them: the panic
+//! boundary ([`boundary`]), bounds on the row counts a client names ([`row_limits`]), error
+//! texts without NUL bytes, the startup length check.
 //!
 //! Authentication is trust (loopback by default; passwords come with the security work).
 
+mod boundary;
 mod cancel;
+mod local;
+mod row_limits;
 mod statements;
+
+pub use boundary::{panic_message, PgServerStats};
+pub use local::{LocalSession, Outcome};
+pub use row_limits::{EXECUTE_ROWS_MAX, FETCH_CHUNK_ROWS};
 
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -34,12 +44,17 @@ use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::extendedquery::Execute;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::FutureExt;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 /// The catalog name clients see (`current_database()`), also the default database.
@@ -81,9 +96,10 @@ struct Handlers {
 }
 
 impl Handlers {
-    fn new(ctx: Arc<SessionContext>, db: Arc<Db>, models: Arc<ModelRegistry>) -> Handlers {
+    fn new(ctx: Arc<SessionContext>, db: Arc<Db>, models: Arc<ModelRegistry>, stats: Arc<PgServerStats>) -> Handlers {
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(statements::LookbackStatements { db, models }),
+            Arc::new(row_limits::ChunkedFetch),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
@@ -92,7 +108,7 @@ impl Handlers {
         let cancels = Arc::new(cancel::Cancels::default());
         let session = DfSessionService::new_with_hooks(ctx, hooks);
         Handlers {
-            session: Arc::new(CancellableSession { inner: session, cancels: cancels.clone() }),
+            session: Arc::new(CancellableSession { inner: session, cancels: cancels.clone(), stats }),
             copy: Arc::new(statements::CopyIns),
             cancel: Arc::new(cancel::CancelBoth { default: DefaultCancelHandler::new(connections.clone()), cancels }),
             startup: Arc::new(TrustStartup { connections }),
@@ -126,10 +142,12 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// DataFusion's session service, with every query's rows cancellable ([`cancel`]).
+/// DataFusion's session service, with every query's rows cancellable ([`cancel`]) and its
+/// planning and rows behind the panic boundary ([`boundary`]).
 struct CancellableSession {
     inner: DfSessionService,
     cancels: Arc<cancel::Cancels>,
+    stats: Arc<PgServerStats>,
 }
 
 #[async_trait::async_trait]
@@ -143,8 +161,8 @@ impl SimpleQueryHandler for CancellableSession {
     {
         let flag = self.cancels.flag(client);
         let start = flag.count();
-        let responses = SimpleQueryHandler::do_query(&self.inner, client, query).await?;
-        Ok(responses.into_iter().map(|r| cancel::cancellable(r, &flag, start)).collect())
+        let responses = boundary::statement(&self.stats, SimpleQueryHandler::do_query(&self.inner, client, query)).await?;
+        Ok(responses.into_iter().map(|r| cancel::cancellable(boundary::rows(&self.stats, r), &flag, start)).collect())
     }
 }
 
@@ -155,6 +173,18 @@ impl ExtendedQueryHandler for CancellableSession {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.inner.query_parser()
+    }
+
+    /// The protocol library's Execute, with `max_rows` bounded ([`row_limits`]).
+    async fn on_execute<C>(&self, client: &mut C, mut message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        message.max_rows = row_limits::execute_rows(message.max_rows);
+        self._on_execute(client, message).await
     }
 
     async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, max_rows: usize) -> PgWireResult<Response>
@@ -168,8 +198,8 @@ impl ExtendedQueryHandler for CancellableSession {
         let start = flag.count();
         let patched = untyped_nulls_as_text(portal);
         let portal = patched.as_ref().unwrap_or(portal);
-        let response = ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows).await?;
-        Ok(cancel::cancellable(response, &flag, start))
+        let response = boundary::statement(&self.stats, ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows)).await?;
+        Ok(cancel::cancellable(boundary::rows(&self.stats, response), &flag, start))
     }
 }
 
@@ -216,22 +246,47 @@ fn untyped_nulls_as_text(portal: &Portal<<DfSessionService as ExtendedQueryHandl
 
 /// Gives query errors the SQLSTATE PostgreSQL would (drivers branch on it: a missing table is
 /// 42P01, not the internal error XX000 the protocol library reports for every engine error),
-/// with PostgreSQL's wording for the common ones.
+/// with PostgreSQL's wording for the common ones; and keeps every error's text free of NUL
+/// bytes ([`without_nul`]).
 struct SqlStates;
 
 impl ErrorHandler for SqlStates {
     fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
-        let PgWireError::ApiError(inner) = error else { return };
-        let info = match inner.downcast_ref::<DataFusionError>() {
-            Some(e) => sql_error(e),
-            // Statements are parsed before DataFusion sees them.
-            None if inner.downcast_ref::<ParserError>().is_some() => {
-                ErrorInfo::new("ERROR".into(), "42601".into(), inner.to_string())
-            }
-            None => ErrorInfo::new("ERROR".into(), "XX000".into(), inner.to_string()),
+        // The placeholder is never seen: `error` is replaced below.
+        let mut info = match std::mem::replace(error, PgWireError::InvalidCancelRequest) {
+            PgWireError::ApiError(inner) => api_error(inner.as_ref()),
+            other => ErrorInfo::from(other),
         };
-        tracing::debug!(code = %info.code, message = %info.message, "query error");
+        without_nul(&mut info);
         *error = PgWireError::UserError(Box::new(info));
+    }
+}
+
+fn api_error(inner: &(dyn std::error::Error + Send + Sync + 'static)) -> ErrorInfo {
+    let info = match inner.downcast_ref::<DataFusionError>() {
+        Some(e) => sql_error(e),
+        // Statements are parsed before DataFusion sees them.
+        None if inner.downcast_ref::<ParserError>().is_some() => ErrorInfo::new("ERROR".into(), "42601".into(), inner.to_string()),
+        None => ErrorInfo::new("ERROR".into(), "XX000".into(), inner.to_string()),
+    };
+    tracing::debug!(code = %info.code, message = %info.message, "query error");
+    info
+}
+
+/// Replaces NUL bytes in an error's texts with U+FFFD.
+///
+/// Why: ErrorResponse fields are NUL-terminated strings, and messages quote client data (a
+/// COPY field, a bind parameter) that may hold a NUL: the field then ended early and the rest
+/// of the message read as garbage fields (found by the `pgwire` fuzz target).
+fn without_nul(info: &mut ErrorInfo) {
+    let clean = |text: &mut String| {
+        if text.contains('\0') {
+            *text = text.replace('\0', "\u{FFFD}");
+        }
+    };
+    clean(&mut info.message);
+    for text in [&mut info.detail, &mut info.hint, &mut info.where_context].into_iter().flatten() {
+        clean(text);
     }
 }
 
@@ -282,9 +337,22 @@ pub async fn serve(
     db: Arc<Db>,
     models: Arc<ModelRegistry>,
     config: PgServerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    serve_with_stats(listener, ctx, db, models, config, Arc::default(), shutdown).await
+}
+
+/// [`serve`], counting into `stats`.
+pub async fn serve_with_stats(
+    listener: TcpListener,
+    ctx: Arc<SessionContext>,
+    db: Arc<Db>,
+    models: Arc<ModelRegistry>,
+    config: PgServerConfig,
+    stats: Arc<PgServerStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let handlers = Arc::new(Handlers::new(ctx, db, models));
+    let handlers = Arc::new(Handlers::new(ctx, db, models, stats.clone()));
     let permits = Arc::new(Semaphore::new(config.connections_max));
     let mut connections = JoinSet::new();
     loop {
@@ -301,19 +369,7 @@ pub async fn serve(
                     connections.spawn(refuse(socket, config.connections_max));
                     continue;
                 };
-                let handlers = handlers.clone();
-                connections.spawn(async move {
-                    if let Err(reason) = check_startup_length(&socket).await {
-                        tracing::debug!(%peer, reason, "pg connection refused before startup");
-                        let _ = refuse_with(socket, "08P01", reason).await;
-                        drop(permit);
-                        return;
-                    }
-                    if let Err(e) = datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await {
-                        tracing::debug!(%peer, error = %e, "pg connection ended with an error");
-                    }
-                    drop(permit);
-                });
+                connections.spawn(connection(socket, peer, handlers.clone(), stats.clone(), permit));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = shutdown.wait_for(|stop| *stop) => break,
@@ -321,6 +377,31 @@ pub async fn serve(
     }
     connections.shutdown().await;
     Ok(())
+}
+
+/// One connection, from its startup length check to its end, holding its slot (`permit`).
+async fn connection(socket: TcpStream, peer: SocketAddr, handlers: Arc<Handlers>, stats: Arc<PgServerStats>, permit: OwnedSemaphorePermit) {
+    if let Err(reason) = check_startup_length(&socket).await {
+        tracing::debug!(%peer, reason, "pg connection refused before startup");
+        let _ = refuse_with(socket, "08P01", reason).await;
+        drop(permit);
+        return;
+    }
+    // A second handle on the socket, to answer a panic after the protocol library's own
+    // handle went down with it.
+    let spare = socket.as_fd().try_clone_to_owned().ok().map(std::net::TcpStream::from);
+    let served = AssertUnwindSafe(datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers)).catch_unwind().await;
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "pg connection ended with an error"),
+        Err(panic) => {
+            let info = boundary::caught(&stats, panic.as_ref(), "handling the connection's messages", "FATAL");
+            if let Some(spare) = spare.and_then(|s| TcpStream::from_std(s).ok()) {
+                let _ = answer_with(spare, &error_response("FATAL", &info.code, &info.message, info.detail.as_deref())).await;
+            }
+        }
+    }
+    drop(permit);
 }
 
 /// The longest startup packet accepted, as PostgreSQL's `MAX_STARTUP_PACKET_LENGTH`.
@@ -337,9 +418,13 @@ async fn check_startup_length(socket: &TcpStream) -> Result<(), &'static str> {
     let mut len = [0u8; 4];
     let peek = async {
         loop {
+            // Readiness first: a peer that sent 1 to 3 bytes and closed its side leaves them
+            // to peek at forever; only the read-closed flag tells it from a slow sender.
+            let ready = socket.ready(Interest::READABLE).await.map_err(|_| "read error before startup")?;
             match socket.peek(&mut len).await {
                 Ok(4) => return Ok(()),
                 Ok(0) => return Err("closed before startup"),
+                Ok(_) if ready.is_read_closed() => return Err("closed before startup"),
                 Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
                 Err(_) => return Err("read error before startup"),
             }
@@ -356,8 +441,12 @@ async fn check_startup_length(socket: &TcpStream) -> Result<(), &'static str> {
     Ok(())
 }
 
-async fn refuse_with(mut socket: TcpStream, sqlstate: &str, message: &str) -> std::io::Result<()> {
-    socket.write_all(&error_response("FATAL", sqlstate, message)).await?;
+async fn refuse_with(socket: TcpStream, sqlstate: &str, message: &str) -> std::io::Result<()> {
+    answer_with(socket, &error_response("FATAL", sqlstate, message, None)).await
+}
+
+async fn answer_with(mut socket: TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    socket.write_all(bytes).await?;
     socket.shutdown().await
 }
 
@@ -365,14 +454,15 @@ async fn refuse_with(mut socket: TcpStream, sqlstate: &str, message: &str) -> st
 /// too_many_connections), as PostgreSQL does, and closes it.
 async fn refuse(mut socket: TcpStream, connections_max: usize) {
     let message = format!("sorry, too many clients already (connections_max = {connections_max})");
-    let _ = socket.write_all(&error_response("FATAL", "53300", &message)).await;
+    let _ = socket.write_all(&error_response("FATAL", "53300", &message, None)).await;
     let _ = socket.shutdown().await;
 }
 
 /// An ErrorResponse message: 'E', length, then (field code, C string) pairs and a 0.
-fn error_response(severity: &str, sqlstate: &str, message: &str) -> Vec<u8> {
+fn error_response(severity: &str, sqlstate: &str, message: &str, detail: Option<&str>) -> Vec<u8> {
     let mut body = Vec::new();
-    for (code, value) in [(b'S', severity), (b'V', severity), (b'C', sqlstate), (b'M', message)] {
+    let fields = [(b'S', severity), (b'V', severity), (b'C', sqlstate), (b'M', message)];
+    for (code, value) in fields.into_iter().chain(detail.map(|d| (b'D', d))) {
         body.push(code);
         body.extend(value.bytes().filter(|&b| b != 0));
         body.push(0);
@@ -408,9 +498,54 @@ mod tests {
         assert_eq!(code_of("SELECT 'abc'::int").await.0, "22P02");
     }
 
+    /// Regression (seen while writing the `pgwire` fuzz target, whose end-of-stream check
+    /// fails on it): a client that sent 1 to 3 bytes and closed its side held its connection
+    /// slot for the whole startup timeout (10 s), since the bytes stayed there to peek at.
+    #[tokio::test]
+    async fn a_short_first_packet_then_end_of_stream_is_refused_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        client.write_all(&[0, 0]).await.expect("send");
+        client.shutdown().await.expect("half-close");
+        let checked = tokio::time::timeout(std::time::Duration::from_millis(2_000), check_startup_length(&server)).await;
+        assert_eq!(checked, Ok(Err("closed before startup")));
+    }
+
+    #[tokio::test]
+    async fn a_slow_first_packet_is_waited_for() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        client.write_all(&[0, 0]).await.expect("send");
+        let rest = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            client.write_all(&[0, 8]).await.expect("send");
+        };
+        let (checked, ()) = tokio::join!(check_startup_length(&server), rest);
+        assert_eq!(checked, Ok(()));
+    }
+
+    /// Regression (found by the `pgwire` fuzz target): a COPY field holding a NUL was quoted
+    /// in the error message, whose NUL-terminated field then ended early.
+    #[test]
+    fn error_texts_hold_no_nul() {
+        let client = datafusion_postgres::testing::MockClient::new();
+        let mut info = ErrorInfo::new("ERROR".into(), "22P02".into(), "invalid input syntax: \"a\0b\"".into());
+        info.detail = Some("\0".into());
+        let mut error = PgWireError::UserError(Box::new(info));
+        SqlStates.on_error(&client, &mut error);
+        let PgWireError::UserError(info) = error else { panic!("an error with its info") };
+        assert_eq!((info.code.as_str(), info.message.as_str()), ("22P02", "invalid input syntax: \"a\u{FFFD}b\""));
+        assert_eq!(info.detail.as_deref(), Some("\u{FFFD}"));
+        let mut error = PgWireError::PortalNotFound("p".into());
+        SqlStates.on_error(&client, &mut error);
+        assert!(matches!(&error, PgWireError::UserError(info) if info.code == "26000"), "the library's errors keep their SQLSTATE");
+    }
+
     #[test]
     fn error_response_is_framed_as_postgres_does() {
-        let bytes = error_response("FATAL", "53300", "too many");
+        let bytes = error_response("FATAL", "53300", "too many", None);
         assert_eq!(bytes[0], b'E');
         let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
         assert_eq!(len + 1, bytes.len());

@@ -1,6 +1,7 @@
 //! The statements Lookback answers itself on the Postgres endpoint, before DataFusion plans
 //! anything: CREATE TABLE / DROP TABLE (storage tables, `lookback_query::ddl`) and COPY FROM
-//! STDIN / TO STDOUT (`lookback_query::copy`). This module only speaks the protocol for them:
+//! STDIN / TO STDOUT (`lookback_query::copy`), and a `SHOW` without a name (a syntax error
+//! the protocol library's SET/SHOW hook would index into and panic on). This module only speaks the protocol for them:
 //! command tags, the COPY sub-protocol, and the per-connection state of a COPY in progress.
 
 use super::sql_error;
@@ -53,8 +54,14 @@ fn scoring_device(statement: &Statement) -> Option<Option<&SqlExpr>> {
     }
 }
 
+/// `SHOW` with no parameter name, which the parser accepts.
+fn nameless_show(statement: &Statement) -> bool {
+    matches!(statement, Statement::ShowVariable { variable } if variable.is_empty())
+}
+
 fn handles(statement: &Statement) -> bool {
-    ddl::handles(statement)
+    nameless_show(statement)
+        || ddl::handles(statement)
         || copy::handles(statement)
         || matches!(statement, Statement::Deallocate { .. })
         || scoring_device(statement).is_some()
@@ -66,6 +73,9 @@ fn api_error(e: DataFusionError) -> PgWireError {
 
 impl LookbackStatements {
     async fn run(&self, statement: &Statement, ctx: &SessionContext, client: &mut dyn HookClient) -> PgWireResult<Response> {
+        if nameless_show(statement) {
+            return Err(api_error(SqlError::new("42601", "syntax error: SHOW needs the name of a parameter").into()));
+        }
         if let Some(value) = scoring_device(statement) {
             return self.scoring_device(value);
         }

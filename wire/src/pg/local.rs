@@ -1,0 +1,122 @@
+//! A connection's query path without its socket: SQL text goes through the same handlers the
+//! Postgres endpoint runs for a Query message (the statement hooks, DataFusion over the
+//! served session, cancellable row streams) and errors get the same SQLSTATEs
+//! ([`super::SqlStates`]), but results come back as values instead of bytes.
+//!
+//! Why: the `sql` fuzz target (and any test that wants the server's answer to a statement
+//! without a client library) must reach exactly what a client reaches; building a second
+//! path beside the server's would test that path instead. What it is not: a session that
+//! speaks the protocol (startup, extended query, COPY data): the `pgwire` target covers those
+//! over TCP.
+
+use super::{Handlers, PgServerStats, SqlStates};
+use datafusion::prelude::SessionContext;
+use datafusion_postgres::pgwire::api::query::SimpleQueryHandler;
+use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::ErrorHandler;
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
+use datafusion_postgres::pgwire::messages::response::CommandComplete;
+use datafusion_postgres::testing::MockClient;
+use futures::StreamExt;
+use lookback_scoring::ModelRegistry;
+use lookback_storage::Db;
+use std::sync::Arc;
+
+/// What one statement of a simple query produced, as a client would read it.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A result set: how many rows were read (at most the caller's limit).
+    Rows(u64),
+    /// A command tag (INSERT, CREATE TABLE, SET, BEGIN...).
+    Command(String),
+    /// COPY FROM STDIN started (no data follows here) or COPY TO STDOUT sent this many rows.
+    Copy(u64),
+    Empty,
+    Error(Box<ErrorInfo>),
+}
+
+/// One client's session over the served `SessionContext`.
+pub struct LocalSession {
+    handlers: Handlers,
+    client: MockClient,
+}
+
+impl LocalSession {
+    /// A session whose caught panics ([`PgServerStats::panics_caught`]) count into `stats`.
+    pub fn new(
+        ctx: Arc<SessionContext>,
+        db: Arc<Db>,
+        models: Arc<ModelRegistry>,
+        stats: Arc<PgServerStats>,
+    ) -> LocalSession {
+        LocalSession {
+            handlers: Handlers::new(ctx, db, models, stats),
+            client: MockClient::new(),
+        }
+    }
+
+    /// Runs `sql` as a Query message would, reading at most `rows_max` rows of each result
+    /// (the rest is dropped unread, which stops its execution). A statement that fails ends
+    /// the list with its error, as the server stops at the first failing statement.
+    pub async fn simple_query(&mut self, sql: &str, rows_max: u64) -> Vec<Outcome> {
+        let responses = match SimpleQueryHandler::do_query(
+            &*self.handlers.session,
+            &mut self.client,
+            sql,
+        )
+        .await
+        {
+            Ok(responses) => responses,
+            Err(e) => return vec![Outcome::Error(Box::new(self.error_info(e)))],
+        };
+        let mut out = Vec::with_capacity(responses.len());
+        for response in responses {
+            out.push(self.read(response, rows_max).await);
+        }
+        out
+    }
+
+    async fn read(&self, response: Response, rows_max: u64) -> Outcome {
+        match response {
+            Response::EmptyQuery => Outcome::Empty,
+            Response::Execution(tag)
+            | Response::TransactionStart(tag)
+            | Response::TransactionEnd(tag) => Outcome::Command(CommandComplete::from(tag).tag),
+            Response::Error(info) => Outcome::Error(info),
+            Response::Query(query) => match drain(query.data_rows, rows_max).await {
+                Ok(rows) => Outcome::Rows(rows),
+                Err(e) => Outcome::Error(Box::new(self.error_info(e))),
+            },
+            Response::CopyOut(copy) | Response::CopyBoth(copy) => {
+                match drain(copy.data_stream, rows_max).await {
+                    Ok(rows) => Outcome::Copy(rows),
+                    Err(e) => Outcome::Error(Box::new(self.error_info(e))),
+                }
+            }
+            Response::CopyIn(_) => Outcome::Copy(0),
+        }
+    }
+
+    /// The ErrorResponse the server would send for `error`.
+    pub fn error_info(&self, mut error: PgWireError) -> ErrorInfo {
+        SqlStates.on_error(&self.client, &mut error);
+        ErrorInfo::from(error)
+    }
+}
+
+async fn drain<T>(
+    mut stream: impl futures::Stream<Item = Result<T, PgWireError>> + Unpin,
+    rows_max: u64,
+) -> Result<u64, PgWireError> {
+    let mut rows = 0u64;
+    while rows < rows_max {
+        match stream.next().await {
+            Some(row) => {
+                row?;
+                rows += 1;
+            }
+            None => break,
+        }
+    }
+    Ok(rows)
+}
