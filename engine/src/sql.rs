@@ -9,8 +9,5 @@ use lookback_storage::Db;
 use std::sync::Arc;
 
 pub fn session(db: &Arc<Db>, models: &Arc<ModelRegistry>) -> Result<SessionContext> {
-    let ctx = lookback_query::session_context(db, lookback_wire::pg::DATABASE_NAME)?;
-    lookback_query::scoring::register(&ctx, models.clone())?;
-    lookback_wire::pg::install_catalog(&ctx).map_err(|e| anyhow!(e))?;
-    Ok(ctx)
+    lookback_wire::pg::session(db, models).map_err(|e| anyhow!(e))
 }

@@ -17,7 +17,7 @@ use datafusion::prelude::SessionContext;
 use lookback_common::{schema::events, BatchBuilder, ColumnDef, ColumnType, Schema, Value};
 use lookback_scoring::ModelRegistry;
 use lookback_storage::{Db, DbOptions};
-use lookback_wire::pg::{PgServerConfig, PgServerStats, DATABASE_NAME};
+use lookback_wire::pg::{PgServerConfig, PgServerStats};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::net::SocketAddr;
@@ -187,11 +187,7 @@ impl Drop for Fixture {
 /// The SQL session of the Postgres endpoint, built as `lookback serve` builds it
 /// (engine/src/sql.rs): every storage table, the scoring functions, `pg_catalog`.
 pub fn session(db: &Arc<Db>, models: &Arc<ModelRegistry>) -> SessionContext {
-    let ctx = lookback_query::session_context(db, DATABASE_NAME).expect("build the session");
-    lookback_query::scoring::register(&ctx, models.clone())
-        .expect("register the scoring functions");
-    lookback_wire::pg::install_catalog(&ctx).expect("install pg_catalog");
-    ctx
+    lookback_wire::pg::session(db, models).expect("build the endpoint's session")
 }
 
 /// A fixture shared by every input of one target, replaced once worn.

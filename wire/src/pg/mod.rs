@@ -74,6 +74,16 @@ impl Default for PgServerConfig {
 
 /// Adds `pg_catalog` (tables, functions) to `ctx`, whose default catalog must be
 /// [`DATABASE_NAME`].
+/// The SQL session this endpoint serves: every storage table (through `lookback-query`), the
+/// scoring functions over `models`, and `pg_catalog` / `information_schema`. `lookback serve`
+/// and the fuzz fixture both build it here.
+pub fn session(db: &Arc<Db>, models: &Arc<ModelRegistry>) -> Result<SessionContext, String> {
+    let ctx = lookback_query::session_context(db, DATABASE_NAME).map_err(|e| e.to_string())?;
+    lookback_query::scoring::register(&ctx, models.clone()).map_err(|e| e.to_string())?;
+    install_catalog(&ctx)?;
+    Ok(ctx)
+}
+
 pub fn install_catalog(ctx: &SessionContext) -> Result<(), String> {
     setup_pg_catalog(ctx, DATABASE_NAME, EmptyContextProvider).map_err(|e| format!("set up pg_catalog: {e}"))
 }
