@@ -16,8 +16,15 @@ use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::ErrorHandler;
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
 use datafusion_postgres::pgwire::messages::response::CommandComplete;
-use datafusion_postgres::testing::MockClient;
+use datafusion_postgres::pgwire::api::store::MemPortalStore;
+use datafusion_postgres::pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireConnectionState, SessionExtensions, METADATA_USER,
+};
+use datafusion_postgres::pgwire::messages::response::TransactionStatus;
+use datafusion_postgres::pgwire::messages::startup::SecretKey;
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, ProtocolVersion};
 use futures::StreamExt;
+use std::collections::HashMap;
 use lookback_scoring::ModelRegistry;
 use lookback_storage::Db;
 use std::sync::Arc;
@@ -38,7 +45,7 @@ pub enum Outcome {
 /// One client's session over the served `SessionContext`.
 pub struct LocalSession {
     handlers: Handlers,
-    client: MockClient,
+    client: LocalClient,
 }
 
 impl LocalSession {
@@ -51,7 +58,7 @@ impl LocalSession {
     ) -> LocalSession {
         LocalSession {
             handlers: Handlers::new(ctx, db, models, stats),
-            client: MockClient::new(),
+            client: LocalClient::new(),
         }
     }
 
@@ -119,4 +126,118 @@ async fn drain<T>(
         }
     }
     Ok(rows)
+}
+
+/// A prepared statement as the served session keeps it in a portal store: the SQL text and,
+/// once planned, its parsed statement and logical plan.
+type PreparedStatement = (
+    String,
+    Option<(datafusion::sql::sqlparser::ast::Statement, datafusion::logical_expr::LogicalPlan)>,
+);
+
+/// The connection state the handlers read and write (user, transaction status, prepared
+/// statements), without a socket: messages the handlers send on their own (notices) are
+/// dropped, as results come back as [`Response`]s. The protocol library has such a client only
+/// in its debug builds (`datafusion_postgres::testing`), which a release build cannot use.
+pub(crate) struct LocalClient {
+    metadata: HashMap<String, String>,
+    portal_store: MemPortalStore<PreparedStatement>,
+    session_extensions: SessionExtensions,
+    transaction_status: TransactionStatus,
+}
+
+impl LocalClient {
+    pub(crate) fn new() -> LocalClient {
+        let metadata = HashMap::from([(METADATA_USER.to_string(), "lookback".to_string())]);
+        LocalClient {
+            metadata,
+            portal_store: MemPortalStore::new(),
+            session_extensions: SessionExtensions::new(),
+            transaction_status: TransactionStatus::Idle,
+        }
+    }
+}
+
+impl ClientInfo for LocalClient {
+    fn socket_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    fn is_secure(&self) -> bool {
+        false
+    }
+
+    fn protocol_version(&self) -> ProtocolVersion {
+        ProtocolVersion::PROTOCOL3_0
+    }
+
+    fn set_protocol_version(&mut self, _version: ProtocolVersion) {}
+
+    fn pid_and_secret_key(&self) -> (i32, SecretKey) {
+        (0, SecretKey::I32(0))
+    }
+
+    fn set_pid_and_secret_key(&mut self, _pid: i32, _secret_key: SecretKey) {}
+
+    fn state(&self) -> PgWireConnectionState {
+        PgWireConnectionState::ReadyForQuery
+    }
+
+    fn set_state(&mut self, _new_state: PgWireConnectionState) {}
+
+    fn transaction_status(&self) -> TransactionStatus {
+        self.transaction_status
+    }
+
+    fn set_transaction_status(&mut self, new_status: TransactionStatus) {
+        self.transaction_status = new_status;
+    }
+
+    fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut HashMap<String, String> {
+        &mut self.metadata
+    }
+
+    fn session_extensions(&self) -> &SessionExtensions {
+        &self.session_extensions
+    }
+
+    fn sni_server_name(&self) -> Option<&str> {
+        None
+    }
+
+    fn client_certificates<'a>(&self) -> Option<&[rustls_pki_types::CertificateDer<'a>]> {
+        None
+    }
+}
+
+impl ClientPortalStore for LocalClient {
+    type PortalStore = MemPortalStore<PreparedStatement>;
+
+    fn portal_store(&self) -> &Self::PortalStore {
+        &self.portal_store
+    }
+}
+
+impl futures::Sink<PgWireBackendMessage> for LocalClient {
+    type Error = std::io::Error;
+
+    fn poll_ready(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, _item: PgWireBackendMessage) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }

@@ -540,7 +540,7 @@ mod tests {
     /// in the error message, whose NUL-terminated field then ended early.
     #[test]
     fn error_texts_hold_no_nul() {
-        let client = datafusion_postgres::testing::MockClient::new();
+        let client = super::local::LocalClient::new();
         let mut info = ErrorInfo::new("ERROR".into(), "22P02".into(), "invalid input syntax: \"a\0b\"".into());
         info.detail = Some("\0".into());
         let mut error = PgWireError::UserError(Box::new(info));
