@@ -69,8 +69,12 @@ fn first4(data: &[u8]) -> [u8; 4] {
 }
 
 /// WAL segment bytes as recovery scans them: the segment header, then records one after
-/// another until one does not decode; each record's payload as storage decodes it.
+/// another until one does not decode; each record's payload as storage decodes it. The
+/// input is also decoded as one record's payload on its own: a mutated record fails its CRC,
+/// so without this the payload decoder would only ever see the seeds' intact payloads (a
+/// checksum catches damage, not a bug in what was written).
 pub fn wal_record(data: &[u8]) {
+    wal_payload(data);
     let _ = lookback_wal::format::SegmentHeader::decode(data);
     let mut at = data.len().min(lookback_wal::format::SEGMENT_HEADER_BYTES);
     // Also scan from the start: the input may be records without a header.
@@ -79,11 +83,17 @@ pub fn wal_record(data: &[u8]) {
         while let Ok(record) = lookback_wal::format::decode_record(&data[at..]) {
             let len = lookback_wal::format::RECORD_HEADER_BYTES + record.payload.len();
             assert!(len > 0 && at + len <= data.len(), "a decoded record lies within the input");
-            if let Ok(header) = lookback_storage::wal_record::decode_header(record.payload) {
-                let _ = lookback_storage::wal_record::decode_record_batch(&header, &Schema::events());
-            }
+            wal_payload(record.payload);
             at += len;
         }
+    }
+}
+
+/// One WAL record's payload as recovery replays it: its header, then its batch against the
+/// `events` schema.
+fn wal_payload(payload: &[u8]) {
+    if let Ok(header) = lookback_storage::wal_record::decode_header(payload) {
+        let _ = lookback_storage::wal_record::decode_record_batch(&header, &Schema::events());
     }
 }
 

@@ -8,8 +8,11 @@
 //! fixture's number) and keeps the latest message; a target compares the count with the
 //! panics its server caught, and fails on any located in Lookback's own code.
 //! Panics on other threads (the driver's own `catch_unwind`, other tests) are left to the
-//! previous hook alone; on the fixtures' threads it runs (prints the message and backtrace)
-//! once per source location, since a caught library panic may recur on every other input.
+//! previous hook alone. On the fixtures' threads the previous hook never runs: under
+//! libFuzzer it is libfuzzer-sys's, which aborts the process on any panic, even one the
+//! endpoint's boundary catches and answers; this hook prints the message and a backtrace
+//! itself, once per source location, since a caught library panic may recur on every other
+//! input. The target then decides (an uncaught panic, or one in Lookback's code, fails).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, Once};
@@ -68,7 +71,10 @@ pub fn install() {
                 .get_or_insert_with(HashSet::new)
                 .insert(location);
             if new {
-                previous(info);
+                eprintln!(
+                    "{info} (on a fixture's server thread)\n{}",
+                    std::backtrace::Backtrace::force_capture()
+                );
             }
         }));
     });

@@ -790,7 +790,8 @@ pub fn conversion_keys(snapshot: &TableSnapshot, spec: &JoinSpec, since: i64, un
         for ty in &spec.conversions.0 {
             let index = time_index(segment, c, ty)?;
             let from = index.partition_point(|&(ts, _)| ts < since);
-            let to = index.partition_point(|&(ts, _)| ts < until);
+            // An empty range (until <= since) selects nothing.
+            let to = index.partition_point(|&(ts, _)| ts < until).max(from);
             rows.extend(index[from..to].iter().map(|&(_, row)| row));
             if rows.len() > POINT_LOOKUPS_MAX * 4 {
                 return Ok(None);

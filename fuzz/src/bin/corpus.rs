@@ -33,6 +33,9 @@ fn main() -> std::io::Result<()> {
     for (name, bytes) in lookback_fuzz::seeds::pgwire_sessions() {
         write("pgwire", name, &bytes)?;
     }
+    for (name, bytes) in wal_seeds() {
+        write("wal_record", name, &bytes)?;
+    }
     for (i, (sql, _)) in lookback_fuzz::seeds::SQL.iter().enumerate() {
         write("sql", &format!("query-{i:02}"), sql.as_bytes())?;
     }
@@ -65,21 +68,42 @@ fn files(dir: &Path, extension: &str) -> std::io::Result<Vec<PathBuf>> {
     Ok(std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == extension)).collect())
 }
 
-/// One frame body of each type (what `decode_body` takes: the frame without its header).
-fn frame_bodies() -> Vec<Vec<u8>> {
+/// A WAL segment of three small intact records (a server's segments are cut at
+/// [`SEED_BYTES_MAX`] mid-record, so their records fail the CRC), and one record's bare
+/// payload.
+fn wal_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use lookback_wal::format::{encode_record, SegmentHeader};
+    let mut segment = Vec::new();
+    SegmentHeader { index: 1, start_lsn: 1 }.encode(&mut segment);
+    let mut payload = Vec::new();
+    for lsn in 1..=3u64 {
+        let batch = events_batch(lsn as usize);
+        payload = lookback_storage::wal_record::encode("events", 7, lsn, 1_700_000_000_000, &batch);
+        encode_record(&mut segment, lsn, 1, &payload);
+    }
+    vec![("wal-records", segment), ("payload", payload)]
+}
+
+/// A batch of `rows` events with the columns the dedup window and queries use.
+fn events_batch(rows: usize) -> lookback_common::Batch {
     let schema = Schema::events();
-    let mut builder = BatchBuilder::new(&schema, 2);
-    for i in 0..2u8 {
+    let mut builder = BatchBuilder::new(&schema, rows);
+    for i in 0..rows {
         let mut row = vec![Value::Null; schema.columns.len()];
-        row[0] = Value::Uuid([i; 16]);
+        row[0] = Value::Uuid([i as u8; 16]);
         row[1] = Value::Text("app".into());
-        row[2] = Value::Timestamp(1_700_000_000_000_000);
+        row[2] = Value::Timestamp(1_700_000_000_000_000 + i as i64);
         row[3] = Value::Text("click".into());
         row[11] = Value::Float64(1.5);
         builder.push_row(&row).expect("seed row fits the schema");
     }
+    builder.finish().expect("seed batch")
+}
+
+/// One frame body of each type (what `decode_body` takes: the frame without its header).
+fn frame_bodies() -> Vec<Vec<u8>> {
     let mut batch = Vec::new();
-    lookback_common::encode_batch(&builder.finish().expect("seed batch"), &mut batch);
+    lookback_common::encode_batch(&events_batch(2), &mut batch);
     let frames = [
         Frame::Hello(Hello { version: frame::PROTOCOL_VERSION, producer_id: 7, api_key: "key" }),
         Frame::Welcome(Welcome { version: 1, producer_last_seq: 3, frame_bytes_max: 1 << 20, batch_events_max: 1000 }),

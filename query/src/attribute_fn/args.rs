@@ -100,6 +100,13 @@ impl Params {
             }
         };
         let windows = Windows { click_us: window("click_window", 7 * MICROS_PER_DAY)?, view_us: window("view_window", MICROS_PER_DAY)? };
+        let since_us = timestamp_us(function, "since", get("since"))?;
+        let until_us = timestamp_us(function, "until", get("until"))?;
+        if let (Some(since), Some(until)) = (since_us, until_us) {
+            if since > until {
+                return Err(plan(format!("{function}(): since must not be after until (conversions are those with since <= time < until)")));
+            }
+        }
         Ok(Params {
             model,
             model_name,
@@ -108,8 +115,8 @@ impl Params {
             probabilistic_window_us: window("probabilistic_window", 0)?,
             half_life_us,
             app: text(function, "app", get("app"))?,
-            since_us: timestamp_us(function, "since", get("since"))?,
-            until_us: timestamp_us(function, "until", get("until"))?,
+            since_us,
+            until_us,
         })
     }
 
@@ -254,6 +261,13 @@ mod tests {
             // wrong window in release).
             ("attribute", vec![None, None, Some(lit("1000000 years"))], "click_window is out of range"),
             ("attribute", vec![None, None, None, None, Some(lit("-1000000 years"))], "probabilistic_window is out of range"),
+            // Regression (found by the `sql` target under libFuzzer): since after until
+            // panicked slicing the conversions' time index.
+            (
+                "attribute",
+                vec![None, None, None, None, None, None, None, Some(lit("2027-10-03 00:00:00")), Some(lit("2026-10-08 00:00:00"))],
+                "since must not be after until",
+            ),
         ] {
             let err = parse(function, args).unwrap_err().to_string();
             assert!(err.contains(says), "{err} should say {says}");
