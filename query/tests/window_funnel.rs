@@ -106,6 +106,17 @@ async fn plan_error(ctx: &SessionContext, sql: &str, expected: &str) {
     assert!(message.contains(expected), "{sql}: error {message:?} does not say {expected:?}");
 }
 
+async fn bad_value(ctx: &SessionContext, sql: &str, expected: &str) {
+    let error = match try_collect(ctx, sql).await {
+        Ok(batches) => panic!("{sql}: expected an error, got {batches:?}"),
+        Err(e) => e,
+    };
+    let found = lookback_query::SqlError::find(&error).map(|e| (e.code, e.message.clone()));
+    let Some((code, message)) = found else { panic!("{sql}: not a SQL error with a SQLSTATE: {error}") };
+    assert_eq!(code, "22023", "{sql}: {message}");
+    assert!(message.contains(expected), "{sql}: error {message:?} does not say {expected:?}");
+}
+
 /// ClickHouse's documented example: one user's four events, rows not in time order.
 fn doc_trend() -> Vec<Row> {
     vec![
@@ -384,14 +395,16 @@ async fn planning_errors() {
         let sql = format!("SELECT window_funnel({window}, ts, event = 'a') FROM events");
         plan_error(&ctx, &sql, "window must be an interval or an integer number of seconds").await;
     }
-    plan_error(&ctx, "SELECT window_funnel(-1, ts, event = 'a') FROM events", "must not be negative").await;
-    plan_error(&ctx, "SELECT window_funnel(INTERVAL '-1 second', ts, event = 'a') FROM events", "must not be negative").await;
-    plan_error(&ctx, "SELECT window_funnel(INTERVAL '1 month', ts, event = 'a') FROM events", "months").await;
+    // A window of the right type with an unusable value is invalid_parameter_value (22023),
+    // not an internal error.
+    bad_value(&ctx, "SELECT window_funnel(-1, ts, event = 'a') FROM events", "must not be negative").await;
+    bad_value(&ctx, "SELECT window_funnel(INTERVAL '-1 second', ts, event = 'a') FROM events", "must not be negative").await;
+    bad_value(&ctx, "SELECT window_funnel(INTERVAL '1 month', ts, event = 'a') FROM events", "months").await;
     plan_error(&ctx, "SELECT window_funnel(user_id, ts, event = 'a') FROM events", "must be a constant").await;
-    plan_error(&ctx, "SELECT window_funnel(CAST(NULL AS BIGINT), ts, event = 'a') FROM events", "must not be NULL").await;
+    bad_value(&ctx, "SELECT window_funnel(CAST(NULL AS BIGINT), ts, event = 'a') FROM events", "must not be NULL").await;
     // Checked while planning, not only when a group's accumulator is made.
     let sql = "SELECT user_id, window_funnel(-5, ts, event = 'a') FROM events WHERE user_id < 0 GROUP BY user_id";
-    plan_error(&ctx, sql, "must not be negative").await;
+    bad_value(&ctx, sql, "must not be negative").await;
 }
 
 /// A small deterministic generator (xorshift64*), so failures reproduce.
