@@ -23,6 +23,12 @@ impl SqlError {
         SqlError { code, message: message.into(), hint: None }
     }
 
+    /// A bad argument value: PostgreSQL's invalid_parameter_value (22023), as a
+    /// DataFusion error to return from planning or execution.
+    pub fn invalid_parameter(message: impl Into<String>) -> DataFusionError {
+        SqlError::new("22023", message).into()
+    }
+
     pub fn with_hint(mut self, hint: impl Into<String>) -> SqlError {
         self.hint = Some(hint.into());
         self

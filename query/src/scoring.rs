@@ -55,7 +55,7 @@ pub fn model_error(e: ModelError) -> DataFusionError {
 }
 
 fn bad_argument(message: String) -> DataFusionError {
-    SqlError::new("22023", message).into()
+    SqlError::invalid_parameter(message)
 }
 
 /// A text argument that must be one value for the whole call (a literal, in practice).

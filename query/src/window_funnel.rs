@@ -179,7 +179,7 @@ pub fn window_us(value: &ScalarValue) -> Result<u64> {
         ScalarValue::UInt16(Some(s)) => i128::from(*s) * MICROS_PER_SECOND,
         ScalarValue::UInt32(Some(s)) => i128::from(*s) * MICROS_PER_SECOND,
         ScalarValue::UInt64(Some(s)) => i128::from(*s) * MICROS_PER_SECOND,
-        v if v.is_null() && window_type_ok(&v.data_type()) => return Err(bad_window("window_funnel window must not be NULL".into())),
+        v if v.is_null() && window_type_ok(&v.data_type()) => return Err(crate::SqlError::invalid_parameter("window_funnel window must not be NULL")),
         v => {
             return plan_err!(
                 "window_funnel window must be an interval or an integer number of seconds, got {}",
@@ -188,18 +188,13 @@ pub fn window_us(value: &ScalarValue) -> Result<u64> {
         }
     };
     if total_us < 0 {
-        return Err(bad_window(format!("window_funnel window must not be negative, got {value}")));
+        return Err(crate::SqlError::invalid_parameter(format!("window_funnel window must not be negative, got {value}")));
     }
     Ok(u64::try_from(total_us).unwrap_or(u64::MAX))
 }
 
 fn months_error<T>(value: &ScalarValue) -> Result<T> {
-    Err(bad_window(format!("window_funnel window must not contain months or years (their length varies), got {value}; use days")))
-}
-
-/// A window of the right type but an unusable value: PostgreSQL's invalid_parameter_value.
-fn bad_window(message: String) -> datafusion::error::DataFusionError {
-    crate::SqlError::new("22023", message).into()
+    Err(crate::SqlError::invalid_parameter(format!("window_funnel window must not contain months or years (their length varies), got {value}; use days")))
 }
 
 fn window_type_ok(data_type: &DataType) -> bool {

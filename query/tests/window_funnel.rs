@@ -96,21 +96,23 @@ async fn level(ctx: &SessionContext, sql: &str) -> i64 {
 }
 
 /// The planning error `sql` fails with; its message must contain `expected`.
-async fn plan_error(ctx: &SessionContext, sql: &str, expected: &str) {
-    let error = match try_collect(ctx, sql).await {
+/// The error `sql` fails with.
+async fn error_of(ctx: &SessionContext, sql: &str) -> DataFusionError {
+    match try_collect(ctx, sql).await {
         Ok(batches) => panic!("{sql}: expected an error, got {batches:?}"),
         Err(e) => e,
-    };
+    }
+}
+
+async fn plan_error(ctx: &SessionContext, sql: &str, expected: &str) {
+    let error = error_of(ctx, sql).await;
     let message = error.to_string();
     assert!(matches!(error.find_root(), DataFusionError::Plan(_)), "{sql}: not a planning error: {message}");
     assert!(message.contains(expected), "{sql}: error {message:?} does not say {expected:?}");
 }
 
 async fn bad_value(ctx: &SessionContext, sql: &str, expected: &str) {
-    let error = match try_collect(ctx, sql).await {
-        Ok(batches) => panic!("{sql}: expected an error, got {batches:?}"),
-        Err(e) => e,
-    };
+    let error = error_of(ctx, sql).await;
     let found = lookback_query::SqlError::find(&error).map(|e| (e.code, e.message.clone()));
     let Some((code, message)) = found else { panic!("{sql}: not a SQL error with a SQLSTATE: {error}") };
     assert_eq!(code, "22023", "{sql}: {message}");

@@ -73,15 +73,16 @@ fn files(dir: &Path, extension: &str) -> std::io::Result<Vec<PathBuf>> {
 /// payload.
 fn wal_seeds() -> Vec<(&'static str, Vec<u8>)> {
     use lookback_wal::format::{encode_record, SegmentHeader};
+    let payloads: Vec<Vec<u8>> = (1..=3u64)
+        .map(|lsn| lookback_storage::wal_record::encode("events", 7, lsn, 1_700_000_000_000, &events_batch(lsn as usize)))
+        .collect();
     let mut segment = Vec::new();
     SegmentHeader { index: 1, start_lsn: 1 }.encode(&mut segment);
-    let mut payload = Vec::new();
-    for lsn in 1..=3u64 {
-        let batch = events_batch(lsn as usize);
-        payload = lookback_storage::wal_record::encode("events", 7, lsn, 1_700_000_000_000, &batch);
-        encode_record(&mut segment, lsn, 1, &payload);
+    for (lsn, payload) in (1..).zip(&payloads) {
+        encode_record(&mut segment, lsn, 1, payload);
     }
-    vec![("wal-records", segment), ("payload", payload)]
+    let last = payloads.last().cloned().unwrap_or_default();
+    vec![("wal-records", segment), ("payload", last)]
 }
 
 /// A batch of `rows` events with the columns the dedup window and queries use.

@@ -141,11 +141,8 @@ pub fn arg_names(channels: bool) -> Vec<&'static str> {
     names
 }
 
-/// SQLSTATE of a bad argument value (PostgreSQL's invalid_parameter_value).
-const INVALID_PARAMETER_VALUE: &str = "22023";
-
 fn plan(message: String) -> DataFusionError {
-    crate::SqlError::new(INVALID_PARAMETER_VALUE, message).into()
+    crate::SqlError::invalid_parameter(message)
 }
 
 /// `expr` folded to a constant (casts, `now()`, arithmetic), or an error naming the argument.
