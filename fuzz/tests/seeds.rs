@@ -103,3 +103,30 @@ fn every_pgwire_seed_session_gets_its_errors_and_no_others() {
         assert_eq!(sqlstates(&input), expected, "session {name}");
     }
 }
+
+/// The `sql` target reuses one session: what an input sets (configuration, prepared
+/// statements) must not reach the next input, or a failing input would not replay alone.
+#[test]
+fn sql_target_inputs_do_not_see_each_others_settings() {
+    let errors = |text: &str| -> Vec<String> {
+        let (_, outcomes) = lookback_fuzz::sql::run(text.to_string());
+        outcomes
+            .into_iter()
+            .filter_map(|o| match o {
+                Outcome::Error(e) => Some(e.code),
+                _ => None,
+            })
+            .collect()
+    };
+    let off = "SET datafusion.catalog.information_schema = false";
+    let read = "SELECT count(*) FROM information_schema.tables";
+    let prepare = "PREPARE p AS SELECT count(*) FROM events";
+    // Within one input, each takes effect (so the check below can fail).
+    assert!(!errors(&format!("{off}; {read}")).is_empty(), "information_schema turned off");
+    assert!(errors(&format!("{prepare}; EXECUTE p")).is_empty());
+    // Across inputs, none does.
+    assert!(errors(off).is_empty());
+    assert!(errors(read).is_empty(), "a SET of an earlier input reached the next");
+    assert!(errors(prepare).is_empty());
+    assert!(!errors("EXECUTE p").is_empty(), "a statement prepared by an earlier input");
+}

@@ -349,3 +349,47 @@ async fn an_error_quoting_a_nul_byte_is_still_a_well_formed_error_response() {
         vec![("ERROR".to_string(), "22P02".to_string())]
     );
 }
+
+/// Regression (found by the `sql` fuzz target): the SQL parser's time doubles with each level
+/// of nested function calls, and parsing cannot be cancelled, so `f(f(...))` 40 deep would
+/// have held a server thread for days. A statement nested past `SQL_CALL_NESTING_MAX` is now
+/// refused before it is parsed, in a Query and in a Parse message, and the connection goes on
+/// (without the bound this session does not end within its 10 s read timeout).
+#[test]
+fn a_statement_nested_too_deep_is_refused_with_54001_before_it_is_parsed() {
+    // The server and the client on runtimes of their own: without the bound a server worker
+    // would be parsing for days, which also stalls its runtime's timers, so the client's
+    // timeout needs another runtime, and the server's is shut down without waiting for it.
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the server's runtime");
+    let server = server_runtime.block_on(server());
+    let client_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the client's runtime");
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        client_runtime.block_on(nested_too_deep_is_refused(server.addr))
+    }));
+    drop(server);
+    server_runtime.shutdown_background();
+    if let Err(panic) = checked {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn nested_too_deep_is_refused(addr: SocketAddr) {
+    let nested = |depth: usize| format!("SELECT {}1{}", "abs(".repeat(depth), ")".repeat(depth));
+    let mut bytes = startup();
+    bytes.extend_from_slice(&query(&nested(40)));
+    bytes.extend_from_slice(&parse_and_bind(&nested(40)));
+    bytes.extend_from_slice(&SYNC);
+    bytes.extend_from_slice(&query(&nested(pg::SQL_CALL_NESTING_MAX)));
+    bytes.extend_from_slice(&TERMINATE);
+    let messages = session(addr, &bytes).await;
+    let too_complex = ("ERROR".to_string(), "54001".to_string());
+    assert_eq!(errors(&messages), vec![too_complex.clone(), too_complex], "{messages:?}");
+    assert!(has_row(&messages, "1"), "a statement at the limit is answered");
+}

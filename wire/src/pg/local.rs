@@ -62,6 +62,15 @@ impl LocalSession {
         }
     }
 
+    /// Forgets the client's side of the session (parameters, prepared statements and
+    /// portals, transaction status), as a new connection to the same server would start; the
+    /// `SessionContext`'s own state is the caller's to reset. Why: building the handlers
+    /// parses the compatibility layer's rewrite templates, which costs more than planning a
+    /// short statement, so a caller running many independent inputs reuses one session.
+    pub fn reset_client(&mut self) {
+        self.client = LocalClient::new();
+    }
+
     /// Runs `sql` as a Query message would, reading at most `rows_max` rows of each result
     /// (the rest is dropped unread, which stops its execution). A statement that fails ends
     /// the list with its error, as the server stops at the first failing statement.

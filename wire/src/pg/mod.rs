@@ -6,18 +6,21 @@
 //! `datafusion-pg-catalog` provide both over a DataFusion `SessionContext`. This module owns
 //! what is ours: the listener, the connection limit, shutdown, and which statement hooks run;
 //! and where the libraries fail a hostile client, what we put around them: the panic
-//! boundary ([`boundary`]), bounds on the row counts a client names ([`row_limits`]), error
-//! texts without NUL bytes, the startup length check.
+//! boundary ([`boundary`]), bounds on the row counts a client names ([`row_limits`]) and on
+//! how deeply a statement nests before it is parsed ([`complexity`]), error texts without NUL
+//! bytes, the startup length check.
 //!
 //! Authentication is trust (loopback by default; passwords come with the security work).
 
 mod boundary;
 mod cancel;
+mod complexity;
 mod local;
 mod row_limits;
 mod statements;
 
 pub use boundary::{panic_message, PgServerStats};
+pub use complexity::{SQL_CALL_NESTING_MAX, SQL_NESTING_DEPTH_MAX};
 pub use local::{LocalSession, Outcome};
 pub use row_limits::{EXECUTE_ROWS_MAX, FETCH_CHUNK_ROWS};
 
@@ -117,8 +120,9 @@ impl Handlers {
         let connections = Arc::new(ConnectionManager::new());
         let cancels = Arc::new(cancel::Cancels::default());
         let session = DfSessionService::new_with_hooks(ctx, hooks);
+        let parser = Arc::new(complexity::GuardedParser::new(session.query_parser()));
         Handlers {
-            session: Arc::new(CancellableSession { inner: session, cancels: cancels.clone(), stats }),
+            session: Arc::new(CancellableSession { inner: session, parser, cancels: cancels.clone(), stats }),
             copy: Arc::new(statements::CopyIns),
             cancel: Arc::new(cancel::CancelBoth { default: DefaultCancelHandler::new(connections.clone()), cancels }),
             startup: Arc::new(TrustStartup { connections }),
@@ -156,9 +160,13 @@ impl PgWireServerHandlers for Handlers {
 /// planning and rows behind the panic boundary ([`boundary`]).
 struct CancellableSession {
     inner: DfSessionService,
+    /// The inner service's parser, behind the nesting bound ([`complexity`]).
+    parser: Arc<complexity::GuardedParser<DfParser>>,
     cancels: Arc<cancel::Cancels>,
     stats: Arc<PgServerStats>,
 }
+
+type DfParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
 
 #[async_trait::async_trait]
 impl SimpleQueryHandler for CancellableSession {
@@ -169,6 +177,7 @@ impl SimpleQueryHandler for CancellableSession {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        complexity::check(query)?;
         let flag = self.cancels.flag(client);
         let start = flag.count();
         let responses = boundary::statement(&self.stats, SimpleQueryHandler::do_query(&self.inner, client, query)).await?;
@@ -179,10 +188,10 @@ impl SimpleQueryHandler for CancellableSession {
 #[async_trait::async_trait]
 impl ExtendedQueryHandler for CancellableSession {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+    type QueryParser = complexity::GuardedParser<DfParser>;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        self.parser.clone()
     }
 
     /// The protocol library's Execute, with `max_rows` bounded ([`row_limits`]).
