@@ -109,7 +109,6 @@ pub fn run(text: String) -> (Arc<Fixture>, Vec<Outcome>) {
             driver::panic_message(panic.as_ref())
         ),
     };
-    drop(slot);
     (fixture, outcomes)
 }
 

@@ -1,16 +1,17 @@
-//! A bound on how deeply a statement's parentheses and brackets nest, checked on the SQL text
-//! before the parser sees it (a Query message's text, and a Parse message's through
-//! [`GuardedParser`]).
+//! Bounds on how deeply a statement nests, checked on the SQL text before the parser sees it
+//! (a Query message's text, and a Parse message's through [`GuardedParser`]): parentheses and
+//! brackets ([`SQL_NESTING_DEPTH_MAX`]) and, lower, function calls ([`SQL_CALL_NESTING_MAX`]).
 //!
 //! Why: the SQL parser (sqlparser, under DataFusion) backtracks over nested constructs, and
 //! for some of them (function calls inside function calls, `CAST(CASE (`, parenthesised table
-//! factors) it reparses the whole inner part at every level, so its time doubles with each
-//! level: `f(f(...(x)...))` 18 deep took 0.7 s here, 25 deep would take minutes. Parsing
-//! runs inside one poll of the connection's task, where neither a statement timeout nor a
-//! cancel request can stop it, so one short statement could hold a server thread for hours
-//! (found by the `sql` fuzz target). Upstream fixes these sites one at a time; a bound on the
-//! nesting covers every such shape at once. PostgreSQL itself refuses a statement nested past
-//! its stack depth with the same SQLSTATE, 54001 (statement_too_complex).
+//! factors) it reparses the whole inner part at every level, so its time doubles or worse
+//! with each level: `f(f(...(x)...))` 18 deep took 0.7 s here. Parsing runs inside one poll
+//! of the connection's task, where neither a statement timeout nor a cancel request can stop
+//! it, so one short statement could hold a server thread for hours (found by the `sql` fuzz
+//! target). Upstream fixes these sites one at a time; bounds on the nesting cap every shape
+//! found so far at once, though a shape that grows fast enough below them would still be slow.
+//! PostgreSQL itself refuses a statement nested past its stack depth with the same SQLSTATE,
+//! 54001 (statement_too_complex).
 //!
 //! The depth is counted lexically: string literals (with `''` and, in `E'...'`, backslash
 //! escapes), quoted identifiers, dollar-quoted strings and comments (`--`, nested `/* */`) are
